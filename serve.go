@@ -1,0 +1,253 @@
+package statesync
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cosmos/gogoproto/proto"
+
+	ssproto "github.com/statesync/statesync/proto"
+)
+
+// recentSnapshots is how many snapshots we advertise per SnapshotsRequest
+// (the same number CometBFT uses).
+const recentSnapshots = 10
+
+// serveJob is one inbound request waiting to be served.
+type serveJob struct {
+	peer p2p.ID
+	ch   byte
+	msg  proto.Message
+}
+
+// serveQueue is the goroutine-free scheduler of the serving path: per-peer
+// FIFO queues, a cap on what one peer may have queued, a cap on how many of
+// one peer's requests run at once, and round-robin between peers so one
+// greedy peer cannot starve the others. Workers pull with next and report
+// with done. Safe for concurrent use.
+type serveQueue struct {
+	mtx        sync.Mutex
+	queues     map[p2p.ID][]serveJob
+	running    map[p2p.ID]int
+	order      []p2p.ID // round-robin order of peers with queued jobs
+	maxQueued  int
+	maxRunning int
+	wake       chan struct{} // capacity 1: a job may be runnable
+}
+
+func newServeQueue(maxQueued, maxRunning int) *serveQueue {
+	return &serveQueue{
+		queues:     make(map[p2p.ID][]serveJob),
+		running:    make(map[p2p.ID]int),
+		maxQueued:  maxQueued,
+		maxRunning: maxRunning,
+		wake:       make(chan struct{}, 1),
+	}
+}
+
+// push queues a job; it returns false (dropping it) when the peer already
+// has maxQueued jobs queued or running.
+func (q *serveQueue) push(j serveJob) bool {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	if len(q.queues[j.peer])+q.running[j.peer] >= q.maxQueued {
+		return false
+	}
+	if len(q.queues[j.peer]) == 0 {
+		q.order = append(q.order, j.peer)
+	}
+	q.queues[j.peer] = append(q.queues[j.peer], j)
+	q.signal()
+	return true
+}
+
+func (q *serveQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns the next runnable job, if any, and marks it running.
+func (q *serveQueue) pop() (serveJob, bool) {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	for i, id := range q.order {
+		if q.running[id] >= q.maxRunning {
+			continue
+		}
+		jobs := q.queues[id]
+		j := jobs[0]
+		jobs[0] = serveJob{}
+		jobs = jobs[1:]
+		q.order = append(q.order[:i:i], q.order[i+1:]...)
+		if len(jobs) == 0 {
+			delete(q.queues, id)
+		} else {
+			q.queues[id] = jobs
+			q.order = append(q.order, id) // back of the line
+		}
+		q.running[id]++
+		if len(q.order) > 0 {
+			q.signal() // let another worker look too
+		}
+		return j, true
+	}
+	return serveJob{}, false
+}
+
+// next blocks until a job is runnable or ctx ends.
+func (q *serveQueue) next(ctx context.Context) (serveJob, bool) {
+	for {
+		if j, ok := q.pop(); ok {
+			return j, true
+		}
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return serveJob{}, false
+		}
+	}
+}
+
+// done marks one of peer's jobs finished.
+func (q *serveQueue) done(peer p2p.ID) {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	if q.running[peer] <= 1 {
+		delete(q.running, peer)
+	} else {
+		q.running[peer]--
+	}
+	if len(q.order) > 0 {
+		q.signal()
+	}
+}
+
+// dropPeer discards a departed peer's queued jobs.
+func (q *serveQueue) dropPeer(peer p2p.ID) {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	if _, ok := q.queues[peer]; !ok {
+		return
+	}
+	delete(q.queues, peer)
+	for i, id := range q.order {
+		if id == peer {
+			q.order = append(q.order[:i:i], q.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// serveWorker runs jobs until ctx ends. It is one of cfg.ServeWorkers
+// goroutines owned by the Reactor.
+func (r *Reactor) serveWorker(ctx context.Context) {
+	for {
+		j, ok := r.serveQ.next(ctx)
+		if !ok {
+			return
+		}
+		r.serve(ctx, j)
+		r.serveQ.done(j.peer)
+	}
+}
+
+// serve answers one request. Missing data is answered as the protocol says
+// (an empty light block, a missing chunk) or not at all (params).
+func (r *Reactor) serve(ctx context.Context, j serveJob) {
+	logger := r.logger.With("peer", j.peer)
+	switch msg := j.msg.(type) {
+	case *ssproto.SnapshotsRequest:
+		snapshots, err := r.recentSnapshots(ctx)
+		if err != nil {
+			logger.Error("Failed to list snapshots", "err", err)
+			return
+		}
+		for _, s := range snapshots {
+			if !r.router().Send(j.peer, ssproto.SnapshotChannel, s) {
+				return
+			}
+		}
+
+	case *ssproto.ChunkRequest:
+		resp, err := r.deps.Snapshots.LoadSnapshotChunk(ctx, &abci.RequestLoadSnapshotChunk{
+			Height: msg.Height, Format: msg.Format, Chunk: msg.Index,
+		})
+		if err != nil {
+			logger.Error("Failed to load chunk", "height", msg.Height, "format", msg.Format,
+				"chunk", msg.Index, "err", err)
+			return
+		}
+		out := &ssproto.ChunkResponse{Height: msg.Height, Format: msg.Format, Index: msg.Index}
+		switch {
+		case len(resp.Chunk) == 0:
+			out.Missing = true
+		case len(resp.Chunk) > r.limits.MaxChunkSize:
+			logger.Error("App chunk exceeds the wire limit; answering missing",
+				"chunk", msg.Index, "size", len(resp.Chunk), "limit", r.limits.MaxChunkSize)
+			out.Missing = true
+		default:
+			out.Chunk = resp.Chunk
+		}
+		r.router().Send(j.peer, ssproto.ChunkChannel, out)
+
+	case *ssproto.LightBlockRequest:
+		lb, err := r.loadLightBlock(int64(msg.Height))
+		if err != nil {
+			logger.Error("Failed to load light block", "height", msg.Height, "err", err)
+			return
+		}
+		r.router().Send(j.peer, ssproto.LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: lb})
+
+	case *ssproto.ParamsRequest:
+		params, err := r.loadParams(int64(msg.Height))
+		if err != nil {
+			logger.Error("Failed to load consensus params", "height", msg.Height, "err", err)
+			return
+		}
+		if params == nil {
+			return
+		}
+		r.router().Send(j.peer, ssproto.ParamsChannel,
+			&ssproto.ParamsResponse{Height: msg.Height, ConsensusParams: *params})
+	}
+}
+
+// recentSnapshots lists the app's snapshots, most recent first (height
+// descending, then format descending), at most recentSnapshots of them,
+// skipping any that would not pass our own validation.
+func (r *Reactor) recentSnapshots(ctx context.Context) ([]*ssproto.SnapshotsResponse, error) {
+	resp, err := r.deps.Snapshots.ListSnapshots(ctx, &abci.RequestListSnapshots{})
+	if err != nil {
+		return nil, err
+	}
+	list := make([]*ssproto.SnapshotsResponse, 0, len(resp.Snapshots))
+	for _, s := range resp.Snapshots {
+		if s == nil {
+			continue
+		}
+		m := &ssproto.SnapshotsResponse{
+			Height: s.Height, Format: s.Format, Chunks: s.Chunks, Hash: s.Hash, Metadata: s.Metadata,
+		}
+		if err := ssproto.Validate(m, r.limits); err != nil {
+			r.logger.Error("Not advertising an invalid app snapshot", "height", s.Height,
+				"format", s.Format, "err", err)
+			continue
+		}
+		list = append(list, m)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].Height != list[j].Height {
+			return list[i].Height > list[j].Height
+		}
+		return list[i].Format > list[j].Format
+	})
+	if len(list) > recentSnapshots {
+		list = list[:recentSnapshots]
+	}
+	return list, nil
+}

@@ -1,0 +1,574 @@
+package statesync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/light"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/proxy"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/types"
+
+	ssproto "github.com/statesync/statesync/proto"
+)
+
+const (
+	// maxChunkRetries bounds RETRY answers for one chunk before the
+	// snapshot is given up.
+	maxChunkRetries = 10
+	// maxSnapshotRetries bounds RETRY_SNAPSHOT answers for one snapshot.
+	maxSnapshotRetries = 5
+	// maxPendingSnapshots caps snapshot advertisements waiting for the loop.
+	maxPendingSnapshots = 4096
+	// chunkInboxSize is how many received chunks may wait for the loop;
+	// beyond that the sending peers' receive routines wait (backpressure),
+	// which keeps memory bounded by the chunks in flight.
+	chunkInboxSize = 2
+)
+
+// errDeferred means the snapshot was put aside to be tried again later.
+var errDeferred = errors.New("snapshot deferred")
+
+// Sync restores the app from a snapshot, bootstraps the state store, saves
+// the seen commit of the snapshot height in the block store, and returns
+// the state to hand to block sync or consensus.
+//
+// The Reactor must be running and attached to a router. Sync returns
+// ErrSyncInProgress if another Sync runs, ctx.Err() or ErrStopped when
+// cancelled or stopped, ErrNoSnapshots when no usable snapshot was found
+// within Config.DiscoveryTimeout, ErrAllSnapshotsRejected when every
+// snapshot failed, ErrAbort when the app aborted, and errors wrapping the
+// app's or the stores' failures otherwise.
+func (r *Reactor) Sync(ctx context.Context) (sm.State, error) {
+	life := r.lifetime()
+	if life == nil || !r.IsRunning() {
+		return sm.State{}, fmt.Errorf("%w: Sync needs a started reactor", ErrStopped)
+	}
+	if r.deps.Query == nil || r.deps.StateStore == nil || r.deps.BlockStore == nil {
+		return sm.State{}, fmt.Errorf("%w: Sync needs Deps.Query, Deps.StateStore and Deps.BlockStore", ErrInvalidConfig)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatch := context.AfterFunc(life, cancel)
+	defer stopWatch()
+
+	s := newSyncer(r)
+	r.mtx.Lock()
+	if r.syncer != nil {
+		r.mtx.Unlock()
+		return sm.State{}, ErrSyncInProgress
+	}
+	r.syncer = s
+	r.mtx.Unlock()
+	r.metrics.SetSyncing(true)
+	defer func() {
+		r.mtx.Lock()
+		r.syncer = nil
+		r.mtx.Unlock()
+		s.cleanup()
+		r.metrics.SetSyncing(false)
+	}()
+
+	state, err := r.sync(ctx, s)
+	if err != nil {
+		if life.Err() != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrStopped, err)
+		}
+		r.progress.update(func(p *Progress) { p.Phase, p.Err = PhaseFailed, err })
+		return sm.State{}, err
+	}
+	r.progress.update(func(p *Progress) { p.Phase, p.Err = PhaseDone, nil })
+	return state, nil
+}
+
+func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
+	r.progress.update(func(p *Progress) { *p = Progress{Phase: PhaseDiscovery, Peers: r.peers.len()} })
+	provider := r.deps.StateProvider
+	if provider == nil {
+		var err error
+		provider, err = r.buildStateProvider(ctx)
+		if err != nil {
+			return sm.State{}, err
+		}
+	}
+	s.provider = provider
+
+	state, commit, err := s.run(ctx)
+	if err != nil {
+		return sm.State{}, err
+	}
+
+	r.progress.update(func(p *Progress) { p.Phase = PhaseBootstrap })
+	if err := r.deps.StateStore.Bootstrap(state); err != nil {
+		return sm.State{}, fmt.Errorf("bootstrapping the state store at height %d: %w", state.LastBlockHeight, err)
+	}
+	if err := r.deps.BlockStore.SaveSeenCommit(state.LastBlockHeight, commit); err != nil {
+		return sm.State{}, fmt.Errorf("saving the seen commit at height %d: %w", state.LastBlockHeight, err)
+	}
+	r.logger.Info("Snapshot restored and stores bootstrapped", "height", state.LastBlockHeight,
+		"app_hash", fmt.Sprintf("%X", state.AppHash))
+
+	return state, nil
+}
+
+// buildStateProvider makes the state provider Config asks for.
+func (r *Reactor) buildStateProvider(ctx context.Context) (StateProvider, error) {
+	trust := light.TrustOptions{
+		Period: r.cfg.TrustPeriod,
+		Height: r.cfg.TrustHeight,
+		Hash:   r.cfg.TrustHashBytes(),
+	}
+	g := r.deps.Genesis
+	if g.ChainID == "" {
+		return nil, fmt.Errorf("%w: Deps.Genesis is required to build a state provider", ErrInvalidConfig)
+	}
+	return NewRPCStateProvider(ctx, g.ChainID, g.Version, g.InitialHeight, r.cfg.RPCServers, trust,
+		r.cfg.VerifyTimeout, r.logger.With("module", "light"))
+}
+
+// inChunk is a chunk response waiting for the syncer loop.
+type inChunk struct {
+	peer p2p.ID
+	msg  *ssproto.ChunkResponse
+}
+
+type inSnapshot struct {
+	peer p2p.ID
+	msg  *ssproto.SnapshotsResponse
+}
+
+type peerEvent struct {
+	peer p2p.ID
+	up   bool
+}
+
+// restoreTarget is what the loop is fetching chunks for right now.
+type restoreTarget struct {
+	height uint64
+	format uint32
+	done   chan struct{} // closed when the attempt ends
+}
+
+// syncer runs one Sync. Its loop (run, on Sync's goroutine) owns the
+// snapshot pool, the chunk queues and the fetch scheduler; Receive only
+// hands it messages: snapshot advertisements and peer events through a
+// mutex-guarded inbox that never blocks, chunks through a small channel
+// whose backpressure bounds memory.
+type syncer struct {
+	r        *Reactor
+	cfg      Config
+	provider StateProvider
+
+	inMtx     sync.Mutex
+	snapsIn   []inSnapshot
+	peersIn   []peerEvent
+	target    *restoreTarget
+	wake      chan struct{} // capacity 1
+	chunkCh   chan inChunk
+	totalRecv int64 // chunk bytes received (loop only)
+
+	// loop-owned
+	pool     *snapshotPool
+	asked    map[p2p.ID]int // snapshot advertisements still expected
+	queues   map[snapshotKey]*chunkQueue
+	scheds   map[snapshotKey]*fetchScheduler
+	started  time.Time
+	restored time.Time
+}
+
+func newSyncer(r *Reactor) *syncer {
+	return &syncer{
+		r:       r,
+		cfg:     r.cfg,
+		wake:    make(chan struct{}, 1),
+		chunkCh: make(chan inChunk, chunkInboxSize),
+		pool:    newSnapshotPool(),
+		asked:   make(map[p2p.ID]int),
+		queues:  make(map[snapshotKey]*chunkQueue),
+		scheds:  make(map[snapshotKey]*fetchScheduler),
+	}
+}
+
+func (s *syncer) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// addSnapshot queues an advertisement for the loop; never blocks.
+func (s *syncer) addSnapshot(peer p2p.ID, m *ssproto.SnapshotsResponse) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	if len(s.snapsIn) >= maxPendingSnapshots {
+		s.r.metrics.Unsolicited()
+		return
+	}
+	s.snapsIn = append(s.snapsIn, inSnapshot{peer: peer, msg: m})
+	s.signal()
+}
+
+// peerUp and peerDown queue peer events for the loop; never block.
+func (s *syncer) peerUp(peer p2p.ID)   { s.peerEvent(peer, true) }
+func (s *syncer) peerDown(peer p2p.ID) { s.peerEvent(peer, false) }
+
+func (s *syncer) peerEvent(peer p2p.ID, up bool) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	s.peersIn = append(s.peersIn, peerEvent{peer: peer, up: up})
+	s.signal()
+}
+
+// addChunk hands a chunk to the loop if it belongs to the snapshot being
+// restored; it waits while the loop's inbox is full, but never past the end
+// of the restore attempt.
+func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
+	s.inMtx.Lock()
+	t := s.target
+	s.inMtx.Unlock()
+	if t == nil || t.height != m.Height || t.format != m.Format {
+		s.r.metrics.Unsolicited()
+		return
+	}
+	select {
+	case s.chunkCh <- inChunk{peer: peer, msg: m}:
+	case <-t.done:
+	}
+}
+
+func (s *syncer) setTarget(t *restoreTarget) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	s.target = t
+}
+
+// drain takes the queued advertisements and peer events.
+func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	snaps, peers := s.snapsIn, s.peersIn
+	s.snapsIn, s.peersIn = nil, nil
+	return snaps, peers
+}
+
+// cleanup removes every spool directory.
+func (s *syncer) cleanup() {
+	for key, q := range s.queues {
+		if err := q.close(); err != nil {
+			s.r.logger.Error("Failed to remove chunk spool", "dir", q.dir, "err", err)
+		}
+		delete(s.queues, key)
+	}
+}
+
+// requestSnapshots asks peers (all capable ones when none given) for their
+// snapshots.
+func (s *syncer) requestSnapshots(peers ...p2p.ID) {
+	if len(peers) == 0 {
+		peers = s.r.peers.capable(SnapshotChannel, ChunkChannel)
+	}
+	for _, id := range peers {
+		if s.pool.isRejectedPeer(id) || !s.r.peers.has(id, SnapshotChannel) {
+			continue
+		}
+		if s.r.trySend(id, SnapshotChannel, &ssproto.SnapshotsRequest{}) {
+			s.asked[id] = recentSnapshots
+		}
+	}
+}
+
+// handleInbox processes queued advertisements and peer events. onSnapshot
+// is called for every (peer, snapshot) advertisement accepted.
+func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPeerDown func(peer p2p.ID)) {
+	snaps, events := s.drain()
+	for _, ev := range events {
+		if ev.up {
+			s.requestSnapshots(ev.peer)
+			continue
+		}
+		delete(s.asked, ev.peer)
+		s.pool.removePeer(ev.peer)
+		if onPeerDown != nil {
+			onPeerDown(ev.peer)
+		}
+	}
+	for _, in := range snaps {
+		if s.asked[in.peer] <= 0 {
+			s.r.metrics.Unsolicited()
+			s.r.logger.Debug("Dropping unsolicited snapshot", "peer", in.peer, "height", in.msg.Height)
+			continue
+		}
+		s.asked[in.peer]--
+		snap, isNew := s.pool.add(in.peer, in.msg)
+		if snap == nil {
+			continue
+		}
+		if isNew {
+			s.r.metrics.SnapshotDiscovered()
+			s.r.logger.Info("Discovered snapshot", "height", snap.Height, "format", snap.Format,
+				"chunks", snap.Chunks, "hash", fmt.Sprintf("%X", snap.Hash), "peer", in.peer)
+			n := s.pool.size()
+			s.r.progress.update(func(p *Progress) { p.Snapshots = n })
+		}
+		if onSnapshot != nil {
+			onSnapshot(in.peer, snap)
+		}
+	}
+}
+
+// run discovers snapshots and tries them best first until one restores.
+func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
+	s.started = time.Now()
+	s.requestSnapshots()
+	discoveryEnd := time.Now().Add(s.cfg.DiscoveryTime)
+	idleDeadline := time.Now().Add(s.cfg.DiscoveryTimeout)
+	rediscover := time.Now().Add(s.cfg.DiscoveryTime)
+	var lastErr error
+
+	for {
+		s.handleInbox(nil, nil)
+		now := time.Now()
+		if now.Before(discoveryEnd) {
+			if err := s.waitUntil(ctx, discoveryEnd); err != nil {
+				return sm.State{}, nil, err
+			}
+			continue
+		}
+
+		snap := s.pool.best(now)
+		if snap == nil {
+			if !now.Before(idleDeadline) {
+				return sm.State{}, nil, s.noSnapshotError(lastErr)
+			}
+			if !now.Before(rediscover) {
+				s.r.logger.Info("No usable snapshot yet; asking peers again", "peers", s.r.peers.len())
+				s.requestSnapshots()
+				rediscover = now.Add(s.cfg.DiscoveryTime)
+			}
+			wakeAt := minTime(idleDeadline, rediscover)
+			if t, ok := s.pool.nextDeferred(); ok {
+				wakeAt = minTime(wakeAt, t)
+			}
+			if err := s.waitUntil(ctx, wakeAt); err != nil {
+				return sm.State{}, nil, err
+			}
+			continue
+		}
+
+		state, commit, progressed, err := s.trySnapshot(ctx, snap)
+		if err == nil {
+			return state, commit, nil
+		}
+		if ctx.Err() != nil {
+			return sm.State{}, nil, ctx.Err()
+		}
+		if progressed {
+			idleDeadline = time.Now().Add(s.cfg.DiscoveryTimeout)
+		}
+		switch {
+		case errors.Is(err, errDeferred):
+			lastErr = err
+		case errors.Is(err, ErrAbort):
+			return sm.State{}, nil, err
+		case errors.Is(err, ErrRejectSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, ErrNoPeers):
+			lastErr = err
+			s.r.logger.Info("Snapshot failed; trying the next one", "height", snap.Height, "format", snap.Format, "err", err)
+		default:
+			return sm.State{}, nil, err
+		}
+	}
+}
+
+func (s *syncer) noSnapshotError(lastErr error) error {
+	seen, rejected := s.pool.size(), s.pool.rejectedCount()
+	if seen == 0 {
+		return fmt.Errorf("%w: no peer advertised a snapshot within %v (%d peers connected)",
+			ErrNoSnapshots, s.cfg.DiscoveryTimeout, s.r.peers.len())
+	}
+	if lastErr != nil {
+		return fmt.Errorf("%w: %d snapshots seen, %d rejected; last failure: %w",
+			ErrAllSnapshotsRejected, seen, rejected, lastErr)
+	}
+	return fmt.Errorf("%w: %d snapshots seen, none usable", ErrAllSnapshotsRejected, seen)
+}
+
+// waitUntil waits until t, ctx end, or news in the inbox.
+func (s *syncer) waitUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+	case <-s.wake:
+	}
+	return nil
+}
+
+// classifyProvider turns a state-provider error into a decision.
+func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error {
+	switch {
+	case errors.Is(err, ErrHeightNotAvailable):
+		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
+		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
+	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
+		s.r.logger.Info("State provider failed transiently; keeping the snapshot", "height", snap.Height, "err", err)
+		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
+	default:
+		s.pool.reject(snap, err)
+		s.r.metrics.SnapshotRejected("verify")
+		return fmt.Errorf("%w: %s at height %d: %w", ErrVerifyFailed, what, snap.Height, err)
+	}
+}
+
+// trySnapshot verifies, offers and restores one snapshot. progressed says
+// whether the app accepted it (the discovery bound restarts then).
+func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *types.Commit, bool, error) {
+	r := s.r
+	logger := r.logger.With("height", snap.Height, "format", snap.Format)
+	r.progress.update(func(p *Progress) {
+		p.Phase, p.SnapshotHeight, p.SnapshotFormat, p.ChunksTotal = PhaseVerify, snap.Height, snap.Format, snap.Chunks
+		p.ChunksFetched, p.ChunksApplied = 0, 0
+	})
+
+	appHash, err := s.provider.AppHash(ctx, snap.Height)
+	if err != nil {
+		if ctx.Err() != nil {
+			return sm.State{}, nil, false, ctx.Err()
+		}
+		return sm.State{}, nil, false, s.classifyProvider(snap, "app hash", err)
+	}
+	state, err := s.provider.State(ctx, snap.Height)
+	if err != nil {
+		if ctx.Err() != nil {
+			return sm.State{}, nil, false, ctx.Err()
+		}
+		return sm.State{}, nil, false, s.classifyProvider(snap, "state", err)
+	}
+	commit, err := s.provider.Commit(ctx, snap.Height)
+	if err != nil {
+		if ctx.Err() != nil {
+			return sm.State{}, nil, false, ctx.Err()
+		}
+		return sm.State{}, nil, false, s.classifyProvider(snap, "commit", err)
+	}
+	if !bytes.Equal(state.AppHash, appHash) || state.LastBlockHeight != int64(snap.Height) {
+		s.pool.reject(snap, ErrVerifyFailed)
+		return sm.State{}, nil, false, fmt.Errorf("%w: state provider returned inconsistent state for height %d",
+			ErrVerifyFailed, snap.Height)
+	}
+
+	for attempt := 0; ; attempt++ {
+		if err := s.offer(ctx, snap, appHash); err != nil {
+			return sm.State{}, nil, false, err
+		}
+		logger.Info("Snapshot accepted; restoring", "chunks", snap.Chunks)
+		r.metrics.SetSnapshot(int64(snap.Height), int64(snap.Chunks))
+		err := s.restore(ctx, snap)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrRetrySnapshot) && attempt < maxSnapshotRetries:
+			logger.Info("App asked to restart the snapshot; keeping fetched chunks")
+			continue
+		case errors.Is(err, ErrRetrySnapshot):
+			s.pool.reject(snap, err)
+			return sm.State{}, nil, true, fmt.Errorf("%w: restarted %d times: %w", ErrRejectSnapshot, attempt, err)
+		case errors.Is(err, ErrRejectSnapshot):
+			s.pool.reject(snap, err)
+			r.metrics.SnapshotRejected("app")
+			return sm.State{}, nil, true, err
+		case errors.Is(err, ErrNoPeers):
+			s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+			return sm.State{}, nil, true, err
+		default:
+			return sm.State{}, nil, true, err
+		}
+		if err := s.verifyApp(ctx, snap, appHash, state.Version.Consensus.App); err != nil {
+			s.pool.reject(snap, err)
+			r.metrics.SnapshotRejected("verify")
+			return sm.State{}, nil, true, err
+		}
+		return state, commit, true, nil
+	}
+}
+
+// offer offers snap to the app and acts on the answer.
+func (s *syncer) offer(ctx context.Context, snap *snapshot, appHash []byte) error {
+	resp, err := s.r.deps.Snapshots.OfferSnapshot(ctx, &abci.RequestOfferSnapshot{
+		Snapshot: &abci.Snapshot{
+			Height: snap.Height, Format: snap.Format, Chunks: snap.Chunks, Hash: snap.Hash, Metadata: snap.Metadata,
+		},
+		AppHash: appHash,
+	})
+	if err != nil {
+		return fmt.Errorf("offering snapshot at height %d to the app: %w", snap.Height, err)
+	}
+	switch resp.Result {
+	case abci.ResponseOfferSnapshot_ACCEPT:
+		return nil
+	case abci.ResponseOfferSnapshot_ABORT:
+		return fmt.Errorf("%w: OfferSnapshot at height %d", ErrAbort, snap.Height)
+	case abci.ResponseOfferSnapshot_REJECT:
+		s.pool.reject(snap, ErrRejectSnapshot)
+		s.r.metrics.SnapshotRejected("app")
+		return fmt.Errorf("%w: the app rejected it (height %d, format %d)", ErrRejectSnapshot, snap.Height, snap.Format)
+	case abci.ResponseOfferSnapshot_REJECT_FORMAT:
+		s.pool.rejectFormat(snap.Format)
+		s.r.metrics.SnapshotRejected("format")
+		return fmt.Errorf("%w: the app rejected format %d", ErrRejectSnapshot, snap.Format)
+	case abci.ResponseOfferSnapshot_REJECT_SENDER:
+		for _, peer := range s.pool.peersOf(snap) {
+			s.rejectPeer(peer, fmt.Errorf("%w: the app rejected its snapshot at height %d", ErrPeerMisbehaved, snap.Height))
+		}
+		s.r.metrics.SnapshotRejected("sender")
+		return fmt.Errorf("%w: the app rejected the senders of height %d", ErrRejectSnapshot, snap.Height)
+	default:
+		return fmt.Errorf("OfferSnapshot at height %d: unknown result %v", snap.Height, resp.Result)
+	}
+}
+
+// rejectPeer stops using peer for this sync and disconnects it.
+func (s *syncer) rejectPeer(peer p2p.ID, reason error) {
+	s.pool.rejectPeer(peer)
+	for _, sched := range s.scheds {
+		sched.removePeer(peer)
+	}
+	s.r.punish(peer, reason)
+}
+
+// verifyApp checks the restored app against the verified chain.
+func (s *syncer) verifyApp(ctx context.Context, snap *snapshot, appHash []byte, appVersion uint64) error {
+	resp, err := s.r.deps.Query.Info(ctx, proxy.RequestInfo)
+	if err != nil {
+		return fmt.Errorf("querying the restored app: %w", err)
+	}
+	switch {
+	case resp.AppVersion != appVersion:
+		return fmt.Errorf("%w: app version %d, the chain says %d", ErrVerifyFailed, resp.AppVersion, appVersion)
+	case resp.LastBlockHeight != int64(snap.Height):
+		return fmt.Errorf("%w: app height %d, snapshot height %d", ErrVerifyFailed, resp.LastBlockHeight, snap.Height)
+	case !bytes.Equal(resp.LastBlockAppHash, appHash):
+		return fmt.Errorf("%w: app hash %X, trusted app hash %X", ErrVerifyFailed, resp.LastBlockAppHash, appHash)
+	}
+	s.r.logger.Info("Verified the restored app", "height", snap.Height, "app_hash", fmt.Sprintf("%X", appHash))
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
