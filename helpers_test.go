@@ -1,0 +1,174 @@
+package statesync
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	dbm "github.com/cometbft/cometbft-db"
+	cmtcfg "github.com/cometbft/cometbft/config"
+	"github.com/cometbft/cometbft/libs/log"
+	"github.com/cometbft/cometbft/light/provider"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/proxy"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/store"
+	"github.com/stretchr/testify/require"
+
+	"github.com/statesync/statesync/internal/chaingen"
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/p2ptest"
+)
+
+// testNet is a chain, serving nodes holding a snapshot of it, and a fresh
+// node to restore, all on CometBFT switches over real MConnections.
+type testNet struct {
+	chain    *chaingen.Chain
+	height   int64 // snapshot height
+	source   *kvapp.App
+	servers  []*testNode
+	fresh    *testNode
+	nodes    []*p2ptest.Node
+	p2pCfg   *cmtcfg.P2PConfig
+}
+
+type testNode struct {
+	app        *kvapp.App
+	reactor    *Reactor
+	stateStore sm.Store
+	blockStore *store.BlockStore
+	p2p        *p2ptest.Node
+}
+
+type netOpts struct {
+	servers   int
+	keys      int
+	valueSize int
+	chunkSize int
+	height    int64
+	rate      int64 // p2p rate per connection; 0 = 50 MB/s to keep tests fast
+	cfg       func(c *Config)
+	server    func(i int, app *kvapp.App)
+	provider  func(c *chaingen.Chain) StateProvider
+}
+
+func newAppConns(t testing.TB, app *kvapp.App) proxy.AppConns {
+	conns := proxy.NewAppConns(proxy.NewLocalClientCreator(app), proxy.NopMetrics())
+	require.NoError(t, conns.Start())
+	t.Cleanup(func() { _ = conns.Stop() })
+	return conns
+}
+
+// newTestNet builds the network; the fresh node is the last switch.
+func newTestNet(t testing.TB, o netOpts) *testNet {
+	t.Helper()
+	if o.servers == 0 {
+		o.servers = 3
+	}
+	if o.keys == 0 {
+		o.keys = 200
+	}
+	if o.valueSize == 0 {
+		o.valueSize = 1024
+	}
+	if o.chunkSize == 0 {
+		o.chunkSize = 16 << 10
+	}
+	if o.height == 0 {
+		o.height = 20
+	}
+	if o.rate == 0 {
+		o.rate = 50_000_000
+	}
+	tn := &testNet{height: o.height}
+	tn.source = kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height})
+	srcHash := tn.source.AppHash()
+	chain, err := chaingen.New(chaingen.Options{
+		ChainID: "statesync-test", Height: o.height + 4, Validators: 4,
+		ValSetChanges: map[int64]int{o.height - 5: 5, o.height + 2: 3},
+		AppHash: func(h int64) []byte {
+			if h == o.height+1 {
+				return srcHash
+			}
+			return nil
+		},
+		StartTime: time.Now().Add(-time.Hour),
+	})
+	require.NoError(t, err)
+	tn.chain = chain
+
+	mkNode := func(app *kvapp.App, serving bool) *testNode {
+		n := &testNode{app: app}
+		n.stateStore = sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
+		n.blockStore = store.NewBlockStore(dbm.NewMemDB())
+		if serving {
+			require.NoError(t, chain.Populate(n.blockStore, n.stateStore, 1, o.height+3))
+		}
+		cfg := TestConfig()
+		if o.cfg != nil {
+			o.cfg(&cfg)
+		}
+		cfg.TempDir = t.TempDir()
+		conns := newAppConns(t, app)
+		deps := Deps{
+			Snapshots: conns.Snapshot(), Query: conns.Query(),
+			StateStore: n.stateStore, BlockStore: n.blockStore,
+			Genesis: chain.GenesisState(), Logger: log.NewNopLogger(),
+		}
+		if !serving {
+			if o.provider != nil {
+				deps.StateProvider = o.provider(chain)
+			} else {
+				deps.StateProvider = chainStateProvider(t, chain)
+			}
+		}
+		r, err := NewReactor(cfg, deps)
+		require.NoError(t, err)
+		n.reactor = r
+		return n
+	}
+	for i := 0; i < o.servers; i++ {
+		app := kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height})
+		if o.server != nil {
+			o.server(i, app)
+		}
+		tn.servers = append(tn.servers, mkNode(app, true))
+	}
+	tn.fresh = mkNode(kvapp.New(kvapp.Options{}), false)
+	nodes := append(append([]*testNode(nil), tn.servers...), tn.fresh)
+	tn.p2pCfg = p2ptest.Config(o.rate)
+	reactors := make([]map[string]p2p.Reactor, len(nodes))
+	for i, n := range nodes {
+		reactors[i] = map[string]p2p.Reactor{"STATESYNC": n.reactor}
+	}
+	tn.nodes = p2ptest.Network(t, tn.p2pCfg, reactors)
+	for i, n := range nodes {
+		n.p2p = tn.nodes[i]
+	}
+	return tn
+}
+
+// chainStateProvider is the real light-client state provider over the
+// chain's data (primary and one witness).
+func chainStateProvider(t testing.TB, chain *chaingen.Chain) StateProvider {
+	t.Helper()
+	primary := chain.Provider()
+	sp, err := newLightStateProvider(context.Background(), chain.ChainID(), sm.InitStateVersion, 1,
+		primary, []provider.Provider{chain.Provider()}, chain.TrustOptions(1, 24*time.Hour), primary,
+		5*time.Second, log.NewNopLogger())
+	require.NoError(t, err)
+	return sp
+}
+
+// syncCtx returns a context bounded so a hung test fails instead of hanging.
+func syncCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor waits for cond with a deadline, failing the test on timeout.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, 20*time.Second, 5*time.Millisecond, "waiting for %s", what)
+}
