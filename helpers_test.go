@@ -23,13 +23,13 @@ import (
 // testNet is a chain, serving nodes holding a snapshot of it, and a fresh
 // node to restore, all on CometBFT switches over real MConnections.
 type testNet struct {
-	chain    *chaingen.Chain
-	height   int64 // snapshot height
-	source   *kvapp.App
-	servers  []*testNode
-	fresh    *testNode
-	nodes    []*p2ptest.Node
-	p2pCfg   *cmtcfg.P2PConfig
+	chain   *chaingen.Chain
+	height  int64 // snapshot height
+	source  *kvapp.App
+	servers []*testNode
+	fresh   *testNode
+	nodes   []*p2ptest.Node
+	p2pCfg  *cmtcfg.P2PConfig
 }
 
 type testNode struct {
@@ -41,15 +41,17 @@ type testNode struct {
 }
 
 type netOpts struct {
-	servers   int
-	keys      int
-	valueSize int
-	chunkSize int
-	height    int64
-	rate      int64 // p2p rate per connection; 0 = 50 MB/s to keep tests fast
-	cfg       func(c *Config)
-	server    func(i int, app *kvapp.App)
-	provider  func(c *chaingen.Chain) StateProvider
+	servers     int
+	keys        int
+	valueSize   int
+	chunkSize   int
+	height      int64
+	heights     []int64 // per-server snapshot heights (default: all at height)
+	noSnapshots bool    // servers have no snapshot
+	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
+	cfg         func(c *Config)
+	server      func(i int, app *kvapp.App)
+	provider    func(c *chaingen.Chain) StateProvider
 }
 
 func newAppConns(t testing.TB, app *kvapp.App) proxy.AppConns {
@@ -83,12 +85,22 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 	tn := &testNet{height: o.height}
 	tn.source = kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height})
 	srcHash := tn.source.AppHash()
+	snapHeights := map[int64]bool{o.height: true}
+	heightOf := func(i int) int64 {
+		if i < len(o.heights) {
+			return o.heights[i]
+		}
+		return o.height
+	}
+	for i := 0; i < o.servers; i++ {
+		snapHeights[heightOf(i)] = true
+	}
 	chain, err := chaingen.New(chaingen.Options{
 		ChainID: "statesync-test", Height: o.height + 4, Validators: 4,
 		ValSetChanges: map[int64]int{o.height - 5: 5, o.height + 2: 3},
 		AppHash: func(h int64) []byte {
-			if h == o.height+1 {
-				return srcHash
+			if snapHeights[h-1] {
+				return srcHash // every snapshot holds the same state
 			}
 			return nil
 		},
@@ -128,7 +140,10 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		return n
 	}
 	for i := 0; i < o.servers; i++ {
-		app := kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height})
+		app := kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: heightOf(i)})
+		if o.noSnapshots {
+			app = kvapp.New(kvapp.Options{})
+		}
 		if o.server != nil {
 			o.server(i, app)
 		}

@@ -160,7 +160,7 @@ func (r *Reactor) router() Router {
 type nopRouter struct{}
 
 func (nopRouter) Send(p2p.ID, byte, proto.Message) bool { return false }
-func (nopRouter) Punish(p2p.ID, error)                   {}
+func (nopRouter) Punish(p2p.ID, error)                  {}
 
 // GetChannels implements p2p.Reactor.
 func (r *Reactor) GetChannels() []*p2p.ChannelDescriptor {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,17 +37,20 @@ type Node struct {
 	Switch    *p2p.Switch
 	Transport *p2p.MultiplexTransport
 	Addr      *p2p.NetAddress
+	stopOnce  sync.Once
 }
 
 // ID returns the node's ID.
 func (n *Node) ID() p2p.ID { return n.Addr.ID }
 
-// Stop stops the switch and closes its listener.
+// Stop stops the switch and closes its listener. Idempotent.
 func (n *Node) Stop() {
-	if n.Switch.IsRunning() {
-		_ = n.Switch.Stop()
-	}
-	_ = n.Transport.Close()
+	n.stopOnce.Do(func() {
+		if n.Switch.IsRunning() {
+			_ = n.Switch.Stop()
+		}
+		_ = n.Transport.Close()
+	})
 }
 
 // Start makes a switch holding reactors, listening on a free loopback port,
