@@ -91,6 +91,14 @@ func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Ver
 		}
 		return nil, classifyLightErr(fmt.Errorf("starting the light client at trust height %d: %w", trust.Height, err))
 	}
+	// The light client checks the trust period only when verifying; refuse
+	// an expired root now, with an error that says what to do.
+	if root, err := lc.TrustedLightBlock(trust.Height); err == nil {
+		if expires := root.Time.Add(trust.Period); !time.Now().Before(expires) {
+			return nil, fmt.Errorf("%w: trust height %d (time %v) is older than the trust period %v: "+
+				"choose a recent trusted height and hash", ErrTrustExpired, trust.Height, root.Time, trust.Period)
+		}
+	}
 	return &lightStateProvider{
 		lc: lc, version: ver, initialHeight: initialHeight, params: params, timeout: timeout,
 	}, nil
@@ -103,9 +111,12 @@ func isExpiredTrust(err error) bool {
 // classifyLightErr wraps light-client errors in our vocabulary.
 func classifyLightErr(err error) error {
 	var netErr net.Error
+	var expired light.ErrOldHeaderExpired
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &expired):
+		return fmt.Errorf("%w: %w", ErrTrustExpired, err)
 	case errors.Is(err, provider.ErrHeightTooHigh), errors.Is(err, provider.ErrLightBlockNotFound):
 		return fmt.Errorf("%w: %w", ErrHeightNotAvailable, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, provider.ErrNoResponse),

@@ -418,6 +418,8 @@ func (s *syncer) waitUntil(ctx context.Context, t time.Time) error {
 // classifyProvider turns a state-provider error into a decision.
 func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error {
 	switch {
+	case errors.Is(err, ErrTrustExpired):
+		return err // no snapshot can be verified: terminal
 	case errors.Is(err, ErrHeightNotAvailable):
 		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
 		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
