@@ -265,6 +265,15 @@ func (f *fetchScheduler) nextFor(p *fetchPeer) (uint32, bool) {
 	return 0, false
 }
 
+// unassign withdraws a request that could not be sent; the chunk is
+// assigned again on the next call to assign.
+func (f *fetchScheduler) unassign(peer p2p.ID, index uint32) {
+	if p, ok := f.peers[peer]; ok && f.owner[index] == peer {
+		delete(p.inflight, index)
+		delete(f.owner, index)
+	}
+}
+
 // received records a chunk from peer. It reports whether the chunk was
 // solicited (requested from this peer now or earlier) and still needed.
 func (f *fetchScheduler) received(peer p2p.ID, index uint32, now time.Time) (solicited bool) {

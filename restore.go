@@ -94,11 +94,19 @@ func (s *syncer) restore(ctx context.Context, snap *snapshot) (err error) {
 
 	for {
 		now := time.Now()
-		// Fill every peer's window.
+		// Fill every peer's window. A request whose send queue is full is
+		// withdrawn and retried shortly.
+		retrySoon := false
 		for _, req := range sched.assign(now) {
 			msg := &ssproto.ChunkRequest{Height: snap.Height, Format: snap.Format, Index: req.index}
-			if !r.trySend(req.peer, ChunkChannel, msg) && !r.peers.has(req.peer, ChunkChannel) {
+			if r.trySend(req.peer, ChunkChannel, msg) {
+				continue
+			}
+			if !r.peers.has(req.peer, ChunkChannel) {
 				sched.removePeer(req.peer)
+			} else {
+				sched.unassign(req.peer, req.index)
+				retrySoon = true
 			}
 		}
 		// Feed the applier.
@@ -135,6 +143,9 @@ func (s *syncer) restore(ctx context.Context, snap *snapshot) (err error) {
 		}
 		if !stallSince.IsZero() {
 			wakeAt = minTime(wakeAt, stallSince.Add(s.cfg.ChunkRequestTimeout))
+		}
+		if retrySoon {
+			wakeAt = minTime(wakeAt, now.Add(10*time.Millisecond))
 		}
 		timer.Reset(max(time.Until(wakeAt), time.Millisecond))
 
