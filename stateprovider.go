@@ -60,9 +60,22 @@ type lightStateProvider struct {
 	timeout       time.Duration
 }
 
+// NewLightClientStateProvider returns a StateProvider on CometBFT's light
+// client with any light providers: primary and at least one witness (else
+// ErrNotEnoughPeers), rooted at trust (invalid options wrap
+// ErrInvalidConfig; a root older than the trust period wraps
+// ErrTrustExpired). Consensus params come from params and are accepted only
+// when their hash matches the verified header. Every verification is
+// bounded by verifyTimeout.
+func NewLightClientStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
+	primary provider.Provider, witnesses []provider.Provider, trust light.TrustOptions, params ParamsSource,
+	verifyTimeout time.Duration, logger log.Logger,
+) (StateProvider, error) {
+	return newLightStateProvider(ctx, chainID, ver, initialHeight, primary, witnesses, trust, params, verifyTimeout, logger)
+}
+
 // newLightStateProvider builds a light client with primary and witnesses
-// (at least one) from trust, and wraps it. An expired trust root is refused
-// with ErrTrustExpired.
+// (at least one) from trust, and wraps it.
 func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
 	primary provider.Provider, witnesses []provider.Provider, trust light.TrustOptions, params ParamsSource,
 	timeout time.Duration, logger log.Logger,

@@ -8,7 +8,6 @@ import (
 	"net"
 	"sort"
 	"sync"
-	"testing"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
@@ -30,6 +29,14 @@ func Config(rate int64) *cmtcfg.P2PConfig {
 		cfg.RecvRate = rate
 	}
 	return cfg
+}
+
+// TB is the part of testing.TB the helpers use, so that commands (the
+// demo, the bench) can use them too.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
 }
 
 // Node is one started switch and its transport.
@@ -55,7 +62,7 @@ func (n *Node) Stop() {
 
 // Start makes a switch holding reactors, listening on a free loopback port,
 // and starts it. It is stopped when the test ends.
-func Start(t testing.TB, cfg *cmtcfg.P2PConfig, i int, reactors map[string]p2p.Reactor, logger log.Logger) *Node {
+func Start(t TB, cfg *cmtcfg.P2PConfig, i int, reactors map[string]p2p.Reactor, logger log.Logger) *Node {
 	t.Helper()
 	if logger == nil {
 		logger = log.NewNopLogger()
@@ -107,7 +114,7 @@ func Start(t testing.TB, cfg *cmtcfg.P2PConfig, i int, reactors map[string]p2p.R
 }
 
 // Connect dials b from a and waits until both see each other.
-func Connect(t testing.TB, a, b *Node) {
+func Connect(t TB, a, b *Node) {
 	t.Helper()
 	if err := a.Switch.DialPeerWithAddress(b.Addr); err != nil {
 		t.Fatalf("dial: %v", err)
@@ -122,7 +129,7 @@ func Connect(t testing.TB, a, b *Node) {
 }
 
 // Network starts len(reactors) switches and connects all of them.
-func Network(t testing.TB, cfg *cmtcfg.P2PConfig, reactors []map[string]p2p.Reactor) []*Node {
+func Network(t TB, cfg *cmtcfg.P2PConfig, reactors []map[string]p2p.Reactor) []*Node {
 	t.Helper()
 	nodes := make([]*Node, len(reactors))
 	for i := range reactors {
