@@ -8,90 +8,178 @@ import (
 	cmtcfg "github.com/cometbft/cometbft/config"
 )
 
-// Config configures the Reactor. Field names and TOML keys follow
-// CometBFT's [statesync] section; the keys after MaxSnapshotChunks are ours.
+// Config configures the Reactor. It is the [statesync] section of a node's
+// config.toml: the keys from Enable to MaxSnapshotChunks are CometBFT
+// v0.40's and mean the same thing; the keys after them are this package's.
+// Start from DefaultConfig (or FromCometBFT) and check the result with
+// ValidateBasic; a zero Config is not valid.
 type Config struct {
-	// Enable: run Sync at boot (read by node wiring; the Reactor serves
-	// peers either way).
+	// Enable (enable, default false): run Sync when the node starts without
+	// state. Read by node wiring; the Reactor serves snapshots, chunks,
+	// light blocks and params to peers whether or not it is set.
 	Enable bool `mapstructure:"enable" toml:"enable"`
-	// TempDir is where chunks are spooled while restoring (a fresh
-	// subdirectory per snapshot, removed when Sync ends). Empty: the OS
-	// temporary directory.
-	TempDir string `mapstructure:"temp_dir" toml:"temp_dir"`
-	// RPCServers are at least two distinct CometBFT RPC servers used by the
-	// light client to verify the snapshot height.
+
+	// RPCServers (rpc_servers): CometBFT RPC servers ("host:port" or a URL)
+	// the light client verifies the snapshot height against. The first is
+	// the light client's primary, the others its witnesses. Addresses are
+	// normalised (scheme http by default, lower-case host, no trailing
+	// slash) and duplicates dropped: at least two distinct servers are
+	// required unless UseP2P is set, because the same server listed twice
+	// gives no witness cross-check.
 	RPCServers []string `mapstructure:"rpc_servers" toml:"rpc_servers"`
-	// TrustPeriod is the light client's trusting period (default 168h). A
-	// trust root older than this is refused.
+
+	// TrustPeriod (trust_period, default 168h): the light client's trusting
+	// period. It must be shorter than the chain's unbonding period. A trust
+	// root (TrustHeight, TrustHash) whose header is older than this is
+	// refused with ErrTrustExpired.
 	TrustPeriod time.Duration `mapstructure:"trust_period" toml:"trust_period"`
-	// TrustHeight and TrustHash are the trusted header the light client
-	// starts from (hex hash).
-	TrustHeight int64  `mapstructure:"trust_height" toml:"trust_height"`
-	TrustHash   string `mapstructure:"trust_hash" toml:"trust_hash"`
-	// DiscoveryTime is how long to collect snapshot advertisements before
-	// choosing one, and the interval between re-asking peers (default 15s).
+
+	// TrustHeight (trust_height): height of the trusted header the light
+	// client starts from. Required when Enable is set. Pick a recent height
+	// from a source you trust (a block explorer, another operator).
+	TrustHeight int64 `mapstructure:"trust_height" toml:"trust_height"`
+
+	// TrustHash (trust_hash): hex-encoded hash (32 bytes) of the header at
+	// TrustHeight. Required when Enable is set.
+	TrustHash string `mapstructure:"trust_hash" toml:"trust_hash"`
+
+	// DiscoveryTime (discovery_time, default 15s): how long Sync collects
+	// snapshot advertisements before choosing one, and the interval between
+	// asking peers again while no snapshot is usable.
 	DiscoveryTime time.Duration `mapstructure:"discovery_time" toml:"discovery_time"`
-	// ChunkRequestTimeout: a chunk request times out when its peer delivers
-	// nothing for this long; it is then requested from another peer
-	// (default 10s).
+
+	// TempDir (temp_dir, default the OS temporary directory): where fetched
+	// chunks are spooled while a snapshot is restored (a fresh subdirectory
+	// per snapshot, removed when Sync ends).
+	TempDir string `mapstructure:"temp_dir" toml:"temp_dir"`
+
+	// ChunkRequestTimeout (chunk_request_timeout, default 10s): a chunk
+	// request times out when its peer delivers nothing for this long; the
+	// chunk is then requested from another peer. Fetched chunks are never
+	// discarded because of a timeout.
 	ChunkRequestTimeout time.Duration `mapstructure:"chunk_request_timeout" toml:"chunk_request_timeout"`
-	// ChunkFetchers is accepted for compatibility with CometBFT's config and
-	// not used: every peer serving the snapshot gets its own window of
-	// ChunkWindow requests instead of a fixed number of fetchers.
+
+	// ChunkFetchers (chunk_fetchers, default 4): accepted for compatibility
+	// with CometBFT's config and otherwise unused: instead of a fixed number
+	// of fetchers, every peer serving the snapshot gets its own window of
+	// ChunkWindow requests.
 	ChunkFetchers int32 `mapstructure:"chunk_fetchers" toml:"chunk_fetchers"`
-	// MaxSnapshotChunks: a peer advertising a snapshot with more chunks is
-	// disconnected (default 100000).
+
+	// MaxSnapshotChunks (max_snapshot_chunks, default 100000): a peer
+	// advertising a snapshot with more chunks is disconnected.
 	MaxSnapshotChunks uint32 `mapstructure:"max_snapshot_chunks" toml:"max_snapshot_chunks"`
 
-	// DiscoveryTimeout bounds how long Sync looks for a usable snapshot
-	// (while none is being restored) before it fails with ErrNoSnapshots or
-	// ErrAllSnapshotsRejected (default 2m).
+	// UseP2P (use_p2p, default false): verify the snapshot with light
+	// blocks and consensus params fetched from peers (channels 0x62 and
+	// 0x63, from at least two distinct peers) instead of RPCServers.
+	UseP2P bool `mapstructure:"use_p2p" toml:"use_p2p"`
+
+	// DiscoveryTimeout (discovery_timeout, default 2m): bound on how long
+	// Sync looks for a usable snapshot while none is being restored. When
+	// it runs out Sync fails with ErrNoSnapshots (none found) or
+	// ErrAllSnapshotsRejected (all found were rejected), so the node can
+	// fall back to block sync. Must not be shorter than DiscoveryTime.
 	DiscoveryTimeout time.Duration `mapstructure:"discovery_timeout" toml:"discovery_timeout"`
-	// ChunkWindow is the number of chunk requests in flight per peer
-	// (default 4).
+
+	// ChunkWindow (chunk_window, default 4, 1..64): chunk requests in flight
+	// per peer.
 	ChunkWindow int `mapstructure:"chunk_window" toml:"chunk_window"`
-	// VerifyTimeout bounds every light-client verification (default 30s).
+
+	// VerifyTimeout (verify_timeout, default 30s): bound on every
+	// light-client verification and on each request to an RPC server. A
+	// verification that runs out is a transient failure: the snapshot is
+	// kept and tried again.
 	VerifyTimeout time.Duration `mapstructure:"verify_timeout" toml:"verify_timeout"`
-	// ServeWorkers is the number of goroutines serving peers' requests
-	// (default 8).
+
+	// LightBlockTimeout (light_block_timeout, default 10s): how long to wait
+	// for one peer's answer to a light-block or params request (UseP2P and
+	// backfill) before asking another peer.
+	LightBlockTimeout time.Duration `mapstructure:"light_block_timeout" toml:"light_block_timeout"`
+
+	// ServeWorkers (serve_workers, default 8): goroutines serving peers'
+	// snapshot, chunk, light-block and params requests. Requests are served
+	// off the peer's receive routine, so slow application reads never stall
+	// the connection.
 	ServeWorkers int `mapstructure:"serve_workers" toml:"serve_workers"`
-	// ServePerPeer caps how many of one peer's requests are served at once
-	// (default 2).
+
+	// ServePerPeer (serve_per_peer, default 2): how many of one peer's
+	// requests are served at the same time.
 	ServePerPeer int `mapstructure:"serve_per_peer" toml:"serve_per_peer"`
-	// ServeQueuePerPeer caps how many requests one peer may have queued or
-	// running; more are dropped (default 16).
+
+	// ServeQueuePerPeer (serve_queue_per_peer, default 16): how many
+	// requests one peer may have queued or running; more are dropped and
+	// counted. Must not be below ServePerPeer.
 	ServeQueuePerPeer int `mapstructure:"serve_queue_per_peer" toml:"serve_queue_per_peer"`
+
+	// Backfill (backfill, default true): after a restore, fetch and verify
+	// the headers and commits below the snapshot height that the evidence
+	// module needs (Evidence.MaxAgeNumBlocks and MaxAgeDuration). A failed
+	// backfill is reported, never fatal.
+	Backfill bool `mapstructure:"backfill" toml:"backfill"`
+
+	// BackfillWindow (backfill_window, default 8, 1..64): light-block
+	// requests in flight per peer during backfill.
+	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
 }
 
-// DefaultConfig returns the defaults documented on each field.
+// Defaults, as documented on the Config fields.
+const (
+	DefaultTrustPeriod         = 168 * time.Hour
+	DefaultDiscoveryTime       = 15 * time.Second
+	DefaultChunkRequestTimeout = 10 * time.Second
+	DefaultChunkFetchers       = 4
+	DefaultMaxSnapshotChunks   = 100_000
+	DefaultDiscoveryTimeout    = 2 * time.Minute
+	DefaultChunkWindow         = 4
+	DefaultVerifyTimeout       = 30 * time.Second
+	DefaultLightBlockTimeout   = 10 * time.Second
+	DefaultServeWorkers        = 8
+	DefaultServePerPeer        = 2
+	DefaultServeQueuePerPeer   = 16
+	DefaultBackfillWindow      = 8
+
+	// maxWindow bounds ChunkWindow and BackfillWindow.
+	maxWindow = 64
+)
+
+// DefaultConfig returns the defaults documented on each field. State sync
+// is disabled and no trust root is set.
 func DefaultConfig() Config {
 	return Config{
-		TrustPeriod:         168 * time.Hour,
-		DiscoveryTime:       15 * time.Second,
-		ChunkRequestTimeout: 10 * time.Second,
-		ChunkFetchers:       4,
-		MaxSnapshotChunks:   100_000,
-		DiscoveryTimeout:    2 * time.Minute,
-		ChunkWindow:         4,
-		VerifyTimeout:       30 * time.Second,
-		ServeWorkers:        8,
-		ServePerPeer:        2,
-		ServeQueuePerPeer:   16,
+		TrustPeriod:         DefaultTrustPeriod,
+		DiscoveryTime:       DefaultDiscoveryTime,
+		ChunkRequestTimeout: DefaultChunkRequestTimeout,
+		ChunkFetchers:       DefaultChunkFetchers,
+		MaxSnapshotChunks:   DefaultMaxSnapshotChunks,
+		DiscoveryTimeout:    DefaultDiscoveryTimeout,
+		ChunkWindow:         DefaultChunkWindow,
+		VerifyTimeout:       DefaultVerifyTimeout,
+		LightBlockTimeout:   DefaultLightBlockTimeout,
+		ServeWorkers:        DefaultServeWorkers,
+		ServePerPeer:        DefaultServePerPeer,
+		ServeQueuePerPeer:   DefaultServeQueuePerPeer,
+		Backfill:            true,
+		BackfillWindow:      DefaultBackfillWindow,
 	}
 }
 
-// TestConfig returns a configuration with short timeouts for tests.
+// TestConfig returns DefaultConfig with timeouts short enough for tests on
+// one machine.
 func TestConfig() Config {
 	c := DefaultConfig()
 	c.DiscoveryTime = 200 * time.Millisecond
 	c.DiscoveryTimeout = 5 * time.Second
 	c.ChunkRequestTimeout = 2 * time.Second
 	c.VerifyTimeout = 5 * time.Second
+	c.LightBlockTimeout = 2 * time.Second
 	return c
 }
 
-// FromCometBFT starts from a node's [statesync] section, keeping our own
-// settings at their defaults.
+// FromCometBFT starts from a node's [statesync] section: its keys are
+// copied, ours keep their defaults. Zero durations and counts in c (for
+// example discovery_time = 0, which node wiring uses to make CometBFT's
+// built-in reactor return at once) leave our defaults in place. A nil c
+// gives DefaultConfig.
 func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	out := DefaultConfig()
 	if c == nil {
@@ -100,72 +188,114 @@ func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	out.Enable = c.Enable
 	out.TempDir = c.TempDir
 	out.RPCServers = append([]string(nil), c.RPCServers...)
-	out.TrustPeriod = c.TrustPeriod
 	out.TrustHeight = c.TrustHeight
 	out.TrustHash = c.TrustHash
-	out.DiscoveryTime = c.DiscoveryTime
-	out.ChunkRequestTimeout = c.ChunkRequestTimeout
-	out.ChunkFetchers = c.ChunkFetchers
-	out.MaxSnapshotChunks = c.MaxSnapshotChunks
+	if c.TrustPeriod > 0 {
+		out.TrustPeriod = c.TrustPeriod
+	}
+	if c.DiscoveryTime > 0 {
+		out.DiscoveryTime = c.DiscoveryTime
+		out.DiscoveryTimeout = max(out.DiscoveryTimeout, 2*c.DiscoveryTime)
+	}
+	if c.ChunkRequestTimeout > 0 {
+		out.ChunkRequestTimeout = c.ChunkRequestTimeout
+	}
+	if c.ChunkFetchers > 0 {
+		out.ChunkFetchers = c.ChunkFetchers
+	}
+	if c.MaxSnapshotChunks > 0 {
+		out.MaxSnapshotChunks = c.MaxSnapshotChunks
+	}
 	return out
 }
 
-// TrustHashBytes decodes TrustHash (nil if it is not valid hex).
+// TrustHashBytes decodes TrustHash; it returns nil if TrustHash is empty or
+// not valid hex (ValidateBasic reports the latter).
 func (c Config) TrustHashBytes() []byte {
 	b, err := hex.DecodeString(c.TrustHash)
-	if err != nil {
+	if err != nil || len(b) == 0 {
 		return nil
 	}
 	return b
 }
 
-func bad(key string, format string, args ...any) error {
+// invalid returns an error wrapping ErrInvalidConfig that names the field by
+// its TOML key, e.g. "statesync: invalid config: statesync.trust_hash: ...".
+func invalid(key string, format string, args ...any) error {
 	return fmt.Errorf("%w: statesync.%s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
 }
 
-// ValidateBasic checks every field; the error wraps ErrInvalidConfig and
-// names the field by its TOML key. Settings that only matter to Sync (RPC
-// servers, trust root) are checked when Enable is set.
+// ValidateBasic checks every field and returns the first problem found, as
+// an error wrapping ErrInvalidConfig whose message names the field by its
+// TOML key ("statesync.chunk_window: ..."). The trust root and the RPC
+// servers are required only when Enable is set (RPC servers only without
+// UseP2P), but are checked for form whenever they are given.
 func (c Config) ValidateBasic() error {
+	positive := []struct {
+		key string
+		d   time.Duration
+	}{
+		{"trust_period", c.TrustPeriod},
+		{"discovery_time", c.DiscoveryTime},
+		{"chunk_request_timeout", c.ChunkRequestTimeout},
+		{"discovery_timeout", c.DiscoveryTimeout},
+		{"verify_timeout", c.VerifyTimeout},
+		{"light_block_timeout", c.LightBlockTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return invalid(p.key, "must be a positive duration, got %v", p.d)
+		}
+	}
 	switch {
-	case c.TrustPeriod <= 0:
-		return bad("trust_period", "must be positive, got %v", c.TrustPeriod)
-	case c.DiscoveryTime <= 0:
-		return bad("discovery_time", "must be positive, got %v", c.DiscoveryTime)
-	case c.ChunkRequestTimeout <= 0:
-		return bad("chunk_request_timeout", "must be positive, got %v", c.ChunkRequestTimeout)
-	case c.ChunkFetchers < 0:
-		return bad("chunk_fetchers", "must not be negative, got %d", c.ChunkFetchers)
-	case c.MaxSnapshotChunks == 0:
-		return bad("max_snapshot_chunks", "must be positive")
 	case c.DiscoveryTimeout < c.DiscoveryTime:
-		return bad("discovery_timeout", "%v is shorter than discovery_time %v", c.DiscoveryTimeout, c.DiscoveryTime)
-	case c.ChunkWindow < 1 || c.ChunkWindow > 64:
-		return bad("chunk_window", "must be in [1, 64], got %d", c.ChunkWindow)
-	case c.VerifyTimeout <= 0:
-		return bad("verify_timeout", "must be positive, got %v", c.VerifyTimeout)
+		return invalid("discovery_timeout", "%v is shorter than statesync.discovery_time %v",
+			c.DiscoveryTimeout, c.DiscoveryTime)
+	case c.ChunkFetchers < 0:
+		return invalid("chunk_fetchers", "must not be negative, got %d", c.ChunkFetchers)
+	case c.MaxSnapshotChunks == 0:
+		return invalid("max_snapshot_chunks", "must be positive")
+	case c.ChunkWindow < 1 || c.ChunkWindow > maxWindow:
+		return invalid("chunk_window", "must be in [1, %d], got %d", maxWindow, c.ChunkWindow)
+	case c.BackfillWindow < 1 || c.BackfillWindow > maxWindow:
+		return invalid("backfill_window", "must be in [1, %d], got %d", maxWindow, c.BackfillWindow)
 	case c.ServeWorkers < 1:
-		return bad("serve_workers", "must be at least 1, got %d", c.ServeWorkers)
+		return invalid("serve_workers", "must be at least 1, got %d", c.ServeWorkers)
 	case c.ServePerPeer < 1:
-		return bad("serve_per_peer", "must be at least 1, got %d", c.ServePerPeer)
+		return invalid("serve_per_peer", "must be at least 1, got %d", c.ServePerPeer)
 	case c.ServeQueuePerPeer < c.ServePerPeer:
-		return bad("serve_queue_per_peer", "%d is below serve_per_peer %d", c.ServeQueuePerPeer, c.ServePerPeer)
+		return invalid("serve_queue_per_peer", "%d is below statesync.serve_per_peer %d",
+			c.ServeQueuePerPeer, c.ServePerPeer)
+	case c.TrustHeight < 0:
+		return invalid("trust_height", "must not be negative, got %d", c.TrustHeight)
 	}
 	if c.TrustHash != "" {
-		if _, err := hex.DecodeString(c.TrustHash); err != nil {
-			return bad("trust_hash", "not hex: %v", err)
+		b, err := hex.DecodeString(c.TrustHash)
+		if err != nil {
+			return invalid("trust_hash", "not valid hex: %v", err)
+		}
+		if len(b) != 32 {
+			return invalid("trust_hash", "must be a 32-byte hash (64 hex digits), got %d bytes", len(b))
+		}
+	}
+	var distinct []string
+	if len(c.RPCServers) > 0 {
+		var err error
+		if distinct, err = normaliseServers(c.RPCServers); err != nil {
+			return err
 		}
 	}
 	if !c.Enable {
 		return nil
 	}
 	switch {
-	case c.TrustHeight <= 0:
-		return bad("trust_height", "must be positive when state sync is enabled, got %d", c.TrustHeight)
-	case len(c.TrustHashBytes()) != 32:
-		return bad("trust_hash", "must be a 32-byte hex hash when state sync is enabled, got %q", c.TrustHash)
-	case len(c.RPCServers) < 2:
-		return bad("rpc_servers", "at least 2 distinct RPC servers are needed, got %d", len(c.RPCServers))
+	case c.TrustHeight == 0:
+		return invalid("trust_height", "required when statesync.enable is set")
+	case c.TrustHash == "":
+		return invalid("trust_hash", "required when statesync.enable is set")
+	case !c.UseP2P && len(distinct) < 2:
+		return invalid("rpc_servers", "at least 2 distinct RPC servers are required (or set statesync.use_p2p), "+
+			"got %d distinct of %q: the same server twice gives no witness cross-check", len(distinct), c.RPCServers)
 	}
 	return nil
 }
