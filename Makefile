@@ -26,9 +26,10 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: our reactor against CometBFT's built-in one, plus backfill and memory
+## bench: restore link utilisation at 2/4/8 peers with 1 and 10 MB chunks
+## over CometBFT's default per-connection rate (see BENCHMARKS.md)
 bench:
-	$(GO) run ./bench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench BenchmarkRestore -benchtime 1x -timeout 30m . $(BENCHFLAGS)
 
 ## fuzz: fuzz the wire decoder and validators for a while
 fuzz:

@@ -13,6 +13,7 @@ import (
 	"github.com/cometbft/cometbft/proxy"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/cometbft/cometbft/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/statesync/statesync/internal/chaingen"
@@ -186,4 +187,49 @@ func syncCtx(t testing.TB) context.Context {
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	require.Eventually(t, cond, 20*time.Second, 5*time.Millisecond, "waiting for %s", what)
+}
+
+// newLateServer starts a serving node outside the initial network.
+func newLateServer(t *testing.T, tn *testNet, app *kvapp.App) *p2ptest.Node {
+	t.Helper()
+	ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
+	bs := store.NewBlockStore(dbm.NewMemDB())
+	require.NoError(t, tn.chain.Populate(bs, ss, 1, tn.height+3))
+	conns := newAppConns(t, app)
+	cfg := TestConfig()
+	cfg.TempDir = t.TempDir()
+	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), StateStore: ss, BlockStore: bs})
+	require.NoError(t, err)
+	return p2ptest.Start(t, tn.p2pCfg, 99, map[string]p2p.Reactor{"STATESYNC": r}, nil)
+}
+
+// metricValue reads a counter or gauge from reg by full name and, for
+// vectors, the value of its "reason" label ("" for none). Missing is 0.
+func metricValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := reason == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+		}
+	}
+	return 0
 }

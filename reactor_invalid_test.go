@@ -10,7 +10,6 @@ import (
 	"github.com/cometbft/cometbft/store"
 	"github.com/cosmos/gogoproto/proto"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/statesync/statesync/internal/kvapp"
@@ -52,6 +51,9 @@ func TestInvalidMessagesPunishPeer(t *testing.T) {
 		{"light block without header", LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: &cmtproto.LightBlock{}}, "invalid_message"},
 		{"params request height 0", ParamsChannel, &ssproto.ParamsRequest{}, "invalid_message"},
 		{"params response empty params", ParamsChannel, &ssproto.ParamsResponse{Height: 1}, "invalid_message"},
+		// An envelope with no message never reaches the reactor: the
+		// switch's Unwrap fails and the switch itself drops the peer.
+		{"empty envelope", SnapshotChannel, &ssproto.Message{}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,7 +71,9 @@ func TestInvalidMessagesPunishPeer(t *testing.T) {
 			waitFor(t, "sender disconnected", func() bool {
 				return !nodes[0].Switch.Peers().Has(nodes[1].ID())
 			})
-			require.Equal(t, 1.0, testutil.ToFloat64(metrics.prom.peerPunished.WithLabelValues(tc.reason)))
+			if tc.reason != "" {
+				require.Equal(t, 1.0, metricValue(t, reg, "test_statesync_peers_punished_total", tc.reason))
+			}
 			require.True(t, receiver.IsRunning())
 		})
 	}
@@ -88,5 +92,5 @@ func TestUnsolicitedResponsesDropped(t *testing.T) {
 	r.Deliver("peer", SnapshotChannel, &ssproto.SnapshotsResponse{Height: 1, Format: 1, Chunks: 1, Hash: []byte{1}})
 	r.Deliver("peer", ChunkChannel, &ssproto.ChunkResponse{Height: 1, Chunk: []byte{1}})
 	r.Deliver("peer", LightBlockChannel, &ssproto.LightBlockResponse{})
-	require.Equal(t, 3.0, testutil.ToFloat64(metrics.prom.unsolicited))
+	require.Equal(t, 3.0, metricValue(t, reg, "test_statesync_unsolicited_messages_total", ""))
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/statesync/statesync/internal/chaingen"
 	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/p2ptest"
 )
 
 type syncResult struct {
@@ -330,4 +331,26 @@ func TestConcurrentSyncRefused(t *testing.T) {
 	require.ErrorIs(t, err, ErrSyncInProgress)
 	cancel()
 	waitSync(t, done, 5*time.Second)
+}
+
+// TestDiscoveryAsksLatePeers: a serving node that connects after Sync
+// started is asked for snapshots, and the restore uses it.
+func TestDiscoveryAsksLatePeers(t *testing.T) {
+	tn := newTestNet(t, netOpts{servers: 1, noSnapshots: true,
+		cfg: func(c *Config) { c.DiscoveryTimeout = 20 * time.Second }})
+	sub, cancel := tn.fresh.reactor.Subscribe()
+	defer cancel()
+	done := startSync(syncCtx(t), tn.fresh.reactor)
+	for p := range sub {
+		if p.Phase == PhaseDiscovery {
+			break
+		}
+	}
+	// A late server with the snapshot.
+	app := kvapp.New(kvapp.Options{Keys: 200, ValueSize: 1024, ChunkSize: 16 << 10, Height: tn.height})
+	late := newLateServer(t, tn, app)
+	p2ptest.Connect(t, tn.fresh.p2p, late)
+	res := waitSync(t, done, 30*time.Second)
+	require.NoError(t, res.err)
+	requireRestored(t, tn, tn.height)
 }
