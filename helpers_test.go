@@ -65,8 +65,11 @@ func newAppConns(t testing.TB, app *kvapp.App) proxy.AppConns {
 // newTestNet builds the network; the fresh node is the last switch.
 func newTestNet(t testing.TB, o netOpts) *testNet {
 	t.Helper()
-	if o.servers == 0 {
+	switch {
+	case o.servers == 0:
 		o.servers = 3
+	case o.servers < 0: // only the fresh node
+		o.servers = 0
 	}
 	if o.keys == 0 {
 		o.keys = 200
