@@ -6,6 +6,7 @@ import (
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
+	abci "github.com/cometbft/cometbft/abci/types"
 	cmtcfg "github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/light/provider"
@@ -55,7 +56,7 @@ type netOpts struct {
 	provider    func(c *chaingen.Chain) StateProvider
 }
 
-func newAppConns(t testing.TB, app *kvapp.App) proxy.AppConns {
+func newAppConns(t testing.TB, app abci.Application) proxy.AppConns {
 	conns := proxy.NewAppConns(proxy.NewLocalClientCreator(app), proxy.NopMetrics())
 	require.NoError(t, conns.Start())
 	t.Cleanup(func() { _ = conns.Stop() })

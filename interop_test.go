@@ -19,7 +19,7 @@ import (
 
 // stockReactor is CometBFT v0.40's built-in statesync reactor on app.
 func stockReactor(t testing.TB, app abci.Application) *cmtss.Reactor {
-	conns := newAppConns(t, app.(*timedApp).App)
+	conns := newAppConns(t, app)
 	cfg := *cmtcfg.DefaultStateSyncConfig()
 	r := cmtss.NewReactor(cfg, conns.Snapshot(), conns.Query(), cmtss.NopMetrics())
 	r.SetLogger(log.NewNopLogger())
