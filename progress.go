@@ -45,9 +45,18 @@ type Progress struct {
 	Err   error // set with PhaseFailed
 }
 
-// progressHub fans Progress out to subscribers. Publishing never blocks: a
-// subscriber that does not keep up misses intermediate updates but always
-// gets the latest one (each subscriber channel holds one value, replaced).
+// progressBuffer is how many updates a subscriber may fall behind;
+// phaseReserve of those slots are kept for changes of phase.
+const (
+	progressBuffer = 64
+	phaseReserve   = 16
+)
+
+// progressHub fans Progress out to subscribers. Publishing never blocks.
+// A subscriber that falls behind misses chunk-level updates first (they stop
+// once only phaseReserve slots are left), so changes of phase still reach
+// it; only a reader that ignores more than phaseReserve phase changes loses
+// its oldest queued update.
 type progressHub struct {
 	mtx  sync.Mutex
 	last Progress
@@ -62,14 +71,27 @@ func newProgressHub() *progressHub {
 func (h *progressHub) update(f func(p *Progress)) {
 	h.mtx.Lock()
 	defer h.mtx.Unlock()
+	prev := h.last.Phase
 	f(&h.last)
 	h.last.Time = time.Now()
+	phaseChange := h.last.Phase != prev
 	for ch := range h.subs {
+		if !phaseChange && len(ch) >= cap(ch)-phaseReserve {
+			continue // the subscriber is behind: skip a chunk-level update
+		}
 		select {
-		case <-ch: // drop the stale value
+		case ch <- h.last:
+			continue
 		default:
 		}
-		ch <- h.last // cannot block: capacity 1, just emptied, only we send
+		select {
+		case <-ch: // drop the oldest to make room for the phase change
+		default:
+		}
+		select {
+		case ch <- h.last: // only we send, under the lock: there is room now
+		default:
+		}
 	}
 }
 
@@ -80,7 +102,7 @@ func (h *progressHub) current() Progress {
 }
 
 func (h *progressHub) subscribe() (<-chan Progress, func()) {
-	ch := make(chan Progress, 1)
+	ch := make(chan Progress, progressBuffer)
 	h.mtx.Lock()
 	h.subs[ch] = struct{}{}
 	ch <- h.last
@@ -96,9 +118,9 @@ func (h *progressHub) subscribe() (<-chan Progress, func()) {
 }
 
 // Subscribe returns a channel that receives the current Progress at once
-// and every later update, and a cancel function to call when done. Slow
-// readers see the latest update, not every one. The channel is never closed;
-// stop reading after cancel.
+// and every later update, and a cancel function to call when done. A reader
+// more than 64 updates behind misses chunk-level updates but never a change
+// of phase. The channel is never closed; stop reading after cancel.
 func (r *Reactor) Subscribe() (<-chan Progress, func()) {
 	return r.progress.subscribe()
 }
