@@ -18,10 +18,10 @@ func BenchmarkRestore(b *testing.B) {
 	const rate = 5_120_000
 	for _, chunk := range []int{1 << 20, 10 << 20} {
 		for _, peers := range []int{2, 4, 8} {
-			size := 100 << 20 // the 100 MB snapshot CometBFT's figures refer to
+			size := max(100<<20, 6*peers*chunk) // 100 MB, or 6 chunks per peer
 			b.Run(fmt.Sprintf("chunk=%dMB/peers=%d", chunk>>20, peers), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					tn := newTestNet(b, netOpts{servers: peers, keys: size / 4096, valueSize: 4096 - 14,
+					tn := newTestNet(b, netOpts{servers: peers, shareApp: true, keys: size / 4096, valueSize: 4096 - 14,
 						chunkSize: chunk, rate: rate, cfg: func(c *Config) { c.DiscoveryTime, c.ChunkRequestTimeout = 100*time.Millisecond, 10*time.Second }})
 					runtime.GC() // the setup's garbage must not be collected during the run
 					sub, cancel := tn.fresh.reactor.Subscribe()

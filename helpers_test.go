@@ -50,6 +50,7 @@ type netOpts struct {
 	height      int64
 	heights     []int64 // per-server snapshot heights (default: all at height)
 	noSnapshots bool    // servers have no snapshot
+	shareApp    bool    // every server serves the source app (saves memory in benchmarks)
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
 	cfg         func(c *Config)
 	server      func(i int, app *kvapp.App)
@@ -145,9 +146,15 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		return n
 	}
 	for i := 0; i < o.servers; i++ {
-		app := kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: heightOf(i)})
+		var app *kvapp.App
+		if !o.shareApp {
+			app = kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: heightOf(i)})
+		}
 		if o.noSnapshots {
 			app = kvapp.New(kvapp.Options{})
+		}
+		if o.shareApp {
+			app = tn.source
 		}
 		if o.server != nil {
 			o.server(i, app)
