@@ -1,6 +1,7 @@
 package statesync
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -9,9 +10,28 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestConfigValidateBasicNamesTheField(t *testing.T) {
+var validTrustHash = strings.Repeat("ab", 32)
+
+func TestConfigDefaultsAreValid(t *testing.T) {
 	require.NoError(t, DefaultConfig().ValidateBasic())
 	require.NoError(t, TestConfig().ValidateBasic())
+	d := DefaultConfig()
+	require.False(t, d.Enable)
+	require.True(t, d.Backfill)
+	require.Equal(t, 168*time.Hour, d.TrustPeriod)
+	require.Equal(t, 4, d.ChunkWindow)
+	require.Equal(t, 2*time.Minute, d.DiscoveryTimeout)
+	require.Equal(t, 10*time.Second, d.LightBlockTimeout)
+	require.Equal(t, 30*time.Second, d.VerifyTimeout)
+	require.Equal(t, 8, d.BackfillWindow)
+	require.Equal(t, 16, d.ServeQueuePerPeer)
+}
+
+func TestConfigValidateBasicNamesTheField(t *testing.T) {
+	enabled := func(c *Config) {
+		c.Enable, c.TrustHeight, c.TrustHash = true, 1, validTrustHash
+		c.RPCServers = []string{"a:1", "b:2"}
+	}
 	cases := map[string]func(c *Config){
 		"trust_period":          func(c *Config) { c.TrustPeriod = 0 },
 		"discovery_time":        func(c *Config) { c.DiscoveryTime = -1 },
@@ -19,38 +39,128 @@ func TestConfigValidateBasicNamesTheField(t *testing.T) {
 		"chunk_fetchers":        func(c *Config) { c.ChunkFetchers = -1 },
 		"max_snapshot_chunks":   func(c *Config) { c.MaxSnapshotChunks = 0 },
 		"discovery_timeout":     func(c *Config) { c.DiscoveryTimeout = time.Second },
-		"chunk_window":          func(c *Config) { c.ChunkWindow = 0 },
+		"chunk_window":          func(c *Config) { c.ChunkWindow = 65 },
+		"backfill_window":       func(c *Config) { c.BackfillWindow = 0 },
 		"verify_timeout":        func(c *Config) { c.VerifyTimeout = 0 },
+		"light_block_timeout":   func(c *Config) { c.LightBlockTimeout = -time.Second },
 		"serve_workers":         func(c *Config) { c.ServeWorkers = 0 },
 		"serve_per_peer":        func(c *Config) { c.ServePerPeer = 0 },
 		"serve_queue_per_peer":  func(c *Config) { c.ServeQueuePerPeer = 1 },
+		"trust_height":          func(c *Config) { c.TrustHeight = -1 },
 		"trust_hash":            func(c *Config) { c.TrustHash = "zz" },
-		"trust_height":          func(c *Config) { c.Enable = true },
-		"rpc_servers": func(c *Config) {
-			c.Enable, c.TrustHeight, c.TrustHash = true, 1, strings.Repeat("ab", 32)
-			c.RPCServers = []string{"a:1"}
-		},
+		"rpc_servers":           func(c *Config) { c.RPCServers = []string{"ftp://a:1"} },
 	}
-	for key, mutate := range cases {
+	enabledCases := map[string]func(c *Config){
+		"trust_height": func(c *Config) { c.TrustHeight = 0 },
+		"trust_hash":   func(c *Config) { c.TrustHash = "" },
+		"rpc_servers":  func(c *Config) { c.RPCServers = []string{"a:1", "http://A:1/", "tcp://a:1"} },
+	}
+	short := func(c *Config) { c.TrustHash = "abcd" }
+	check := func(key string, mutate func(c *Config), base func(c *Config)) {
+		t.Helper()
 		c := DefaultConfig()
+		if base != nil {
+			base(&c)
+			require.NoError(t, c.ValidateBasic(), "base for %s", key)
+		}
 		mutate(&c)
 		err := c.ValidateBasic()
 		require.ErrorIs(t, err, ErrInvalidConfig, key)
-		require.ErrorContains(t, err, "statesync."+key)
+		require.ErrorContains(t, err, "statesync."+key+":", key)
+	}
+	for key, mutate := range cases {
+		check(key, mutate, nil)
+	}
+	for key, mutate := range enabledCases {
+		check(key, mutate, enabled)
+	}
+	check("trust_hash", short, nil)
+
+	// Same server in three spellings: the message says why that is refused.
+	c := DefaultConfig()
+	enabled(&c)
+	c.RPCServers = []string{"127.0.0.1:26657", "HTTP://127.0.0.1:26657/", "tcp://127.0.0.1:26657"}
+	require.ErrorContains(t, c.ValidateBasic(), "the same server twice gives no witness cross-check")
+}
+
+func TestConfigEnableRequirements(t *testing.T) {
+	c := DefaultConfig()
+	c.Enable, c.TrustHeight, c.TrustHash = true, 100, validTrustHash
+	require.ErrorContains(t, c.ValidateBasic(), "statesync.rpc_servers")
+
+	c.UseP2P = true // peers verify instead of RPC servers
+	require.NoError(t, c.ValidateBasic())
+
+	c.UseP2P = false
+	c.RPCServers = []string{"rpc-1.example.com:26657", "https://rpc-2.example.com"}
+	require.NoError(t, c.ValidateBasic())
+	require.Len(t, c.TrustHashBytes(), 32)
+}
+
+func TestConfigTrustHashBytes(t *testing.T) {
+	c := DefaultConfig()
+	require.Nil(t, c.TrustHashBytes())
+	c.TrustHash = "not hex"
+	require.Nil(t, c.TrustHashBytes())
+	c.TrustHash = strings.ToUpper(validTrustHash)
+	require.Equal(t, byte(0xab), c.TrustHashBytes()[0])
+}
+
+// TestConfigTags: every field has matching toml and mapstructure keys, and
+// the keys shared with CometBFT's [statesync] section are CometBFT's.
+func TestConfigTags(t *testing.T) {
+	ours := reflect.TypeOf(Config{})
+	keys := map[string]string{}
+	for i := 0; i < ours.NumField(); i++ {
+		f := ours.Field(i)
+		ms, toml := f.Tag.Get("mapstructure"), f.Tag.Get("toml")
+		require.NotEmpty(t, ms, f.Name)
+		require.Equal(t, ms, toml, f.Name)
+		require.Equal(t, strings.ToLower(ms), ms, f.Name)
+		keys[f.Name] = ms
+	}
+	theirs := reflect.TypeOf(cmtcfg.StateSyncConfig{})
+	for i := 0; i < theirs.NumField(); i++ {
+		f := theirs.Field(i)
+		require.Equal(t, f.Tag.Get("mapstructure"), keys[f.Name], "CometBFT's %s", f.Name)
+		of, ok := ours.FieldByName(f.Name)
+		require.True(t, ok, f.Name)
+		require.Equal(t, f.Type, of.Type, f.Name)
 	}
 }
 
 func TestFromCometBFT(t *testing.T) {
+	require.Equal(t, DefaultConfig(), FromCometBFT(nil))
+
 	cc := cmtcfg.DefaultStateSyncConfig()
 	cc.Enable = true
 	cc.RPCServers = []string{"a:1", "b:2"}
 	cc.TrustHeight = 7
 	cc.TrustHash = strings.Repeat("cd", 32)
+	cc.TrustPeriod = 100 * time.Hour
+	cc.TempDir = "/var/tmp/ss"
+	cc.ChunkFetchers = 9
 	c := FromCometBFT(cc)
+	require.NoError(t, c.ValidateBasic())
 	require.Equal(t, cc.RPCServers, c.RPCServers)
+	cc.RPCServers[0] = "changed"
+	require.Equal(t, "a:1", c.RPCServers[0], "the slice is copied")
+	require.Equal(t, cc.TrustPeriod, c.TrustPeriod)
+	require.Equal(t, cc.TrustHeight, c.TrustHeight)
+	require.Equal(t, cc.TempDir, c.TempDir)
 	require.Equal(t, cc.DiscoveryTime, c.DiscoveryTime)
+	require.Equal(t, cc.ChunkRequestTimeout, c.ChunkRequestTimeout)
+	require.Equal(t, cc.ChunkFetchers, c.ChunkFetchers)
 	require.Equal(t, cc.MaxSnapshotChunks, c.MaxSnapshotChunks)
 	require.Equal(t, DefaultConfig().ChunkWindow, c.ChunkWindow)
-	require.NoError(t, c.ValidateBasic())
+	require.True(t, c.Backfill)
 	require.Len(t, c.TrustHashBytes(), 32)
+
+	// Zero values (discovery_time = 0 silences CometBFT's own reactor) keep
+	// our defaults; a long discovery_time stretches discovery_timeout.
+	zero := FromCometBFT(&cmtcfg.StateSyncConfig{})
+	require.Equal(t, DefaultConfig(), zero)
+	long := FromCometBFT(&cmtcfg.StateSyncConfig{DiscoveryTime: 5 * time.Minute})
+	require.Equal(t, 10*time.Minute, long.DiscoveryTimeout)
+	require.NoError(t, long.ValidateBasic())
 }

@@ -2,6 +2,8 @@ package statesync
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,120 +16,298 @@ import (
 	ssproto "github.com/statesync/statesync/proto"
 )
 
-// sentLog records what the dispatcher sent.
+// sentLog records what a dispatcher sent; fail makes sends to a peer fail.
 type sentLog struct {
-	sent chan proto.Message
+	mtx  sync.Mutex
+	sent chan sentMsg
+	fail map[p2p.ID]bool
 }
 
-func newSentLog() *sentLog { return &sentLog{sent: make(chan proto.Message, 16)} }
+type sentMsg struct {
+	peer p2p.ID
+	ch   byte
+	msg  proto.Message
+}
 
-func (s *sentLog) send(_ p2p.ID, _ byte, m proto.Message) bool {
-	s.sent <- m
+func newSentLog() *sentLog {
+	return &sentLog{sent: make(chan sentMsg, 1024), fail: make(map[p2p.ID]bool)}
+}
+
+func (s *sentLog) send(peer p2p.ID, ch byte, m proto.Message) bool {
+	s.mtx.Lock()
+	fail := s.fail[peer]
+	s.mtx.Unlock()
+	if fail {
+		return false
+	}
+	s.sent <- sentMsg{peer: peer, ch: ch, msg: m}
 	return true
 }
 
-func lbResponse(t *testing.T, c *chaingen.Chain, h int64) *ssproto.LightBlockResponse {
+func testChain(t testing.TB, opts chaingen.Options) *chaingen.Chain {
+	t.Helper()
+	c, err := chaingen.New(opts)
+	require.NoError(t, err)
+	return c
+}
+
+func lbResponse(t testing.TB, c *chaingen.Chain, h int64) *ssproto.LightBlockResponse {
+	t.Helper()
 	pb, err := c.LightBlock(h).ToProto()
 	require.NoError(t, err)
 	return &ssproto.LightBlockResponse{LightBlock: pb}
 }
 
+func paramsResponse(c *chaingen.Chain, h int64) *ssproto.ParamsResponse {
+	p := c.Params()
+	return &ssproto.ParamsResponse{Height: uint64(h), ConsensusParams: p.ToProto()}
+}
+
+func newTestDispatcher(t *testing.T) (*dispatcher, *sentLog) {
+	sl := newSentLog()
+	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
+	t.Cleanup(d.close)
+	return d, sl
+}
+
 func TestDispatcherMatchesByPeerAndHeight(t *testing.T) {
-	chain, err := chaingen.New(chaingen.Options{Height: 5})
-	require.NoError(t, err)
-	sl := newSentLog()
-	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
-	defer d.close()
+	chain := testChain(t, chaingen.Options{Height: 6})
+	d, sl := newTestDispatcher(t)
+	sink := make(chan response, 4)
+	for _, k := range []requestKey{{"a", kindLightBlock, 2}, {"a", kindLightBlock, 3}, {"b", kindLightBlock, 2}} {
+		require.NoError(t, d.start(k, time.Minute, sink)) // several in flight to one peer
+	}
+	require.Equal(t, 2, d.pending("a"))
+	for range 3 {
+		m := <-sl.sent
+		require.Equal(t, LightBlockChannel, m.ch)
+		require.IsType(t, &ssproto.LightBlockRequest{}, m.msg)
+	}
+	// The same request twice is refused, and nothing is sent.
+	require.ErrorIs(t, d.start(requestKey{"a", kindLightBlock, 2}, time.Minute, sink), errDuplicateRequest)
 
-	type got struct {
-		h   int64
-		err error
-	}
-	results := make(chan got, 2)
-	for _, h := range []int64{2, 3} { // several in flight to one peer
-		go func(h int64) {
-			lb, err := d.LightBlock(context.Background(), "a", h)
-			if lb != nil {
-				h = lb.Height
-			}
-			results <- got{h, err}
-		}(h)
-	}
-	<-sl.sent
-	<-sl.sent
-	// Wrong peer, wrong height: unsolicited, no waiter released.
-	require.ErrorIs(t, d.handleLightBlockResponse("b", lbResponse(t, chain, 2)), ErrUnsolicited)
+	// Another peer's height, a height not asked: no waiter is released.
+	require.ErrorIs(t, d.handleLightBlockResponse("c", lbResponse(t, chain, 2)), ErrUnsolicited)
 	require.ErrorIs(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 4)), ErrUnsolicited)
-	// The right ones, out of order.
+	require.Empty(t, sink)
+
+	// Answers out of order reach their own requests.
 	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	require.NoError(t, d.handleLightBlockResponse("b", lbResponse(t, chain, 2)))
 	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 2)))
-	seen := map[int64]bool{}
-	for i := 0; i < 2; i++ {
-		r := <-results
+	got := map[requestKey]int64{}
+	for range 3 {
+		r := <-sink
 		require.NoError(t, r.err)
-		seen[r.h] = true
+		got[r.key] = r.lb.Height
 	}
-	require.Equal(t, map[int64]bool{2: true, 3: true}, seen)
-	// Late duplicate.
-	require.ErrorIs(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 2)), ErrUnsolicited)
+	require.Equal(t, map[requestKey]int64{
+		{"a", kindLightBlock, 2}: 2, {"a", kindLightBlock, 3}: 3, {"b", kindLightBlock, 2}: 2,
+	}, got)
+	require.Zero(t, d.pending("a"))
 }
 
-func TestDispatcherTimeoutAndRelease(t *testing.T) {
-	sl := newSentLog()
-	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
+func TestDispatcherLateDuplicateUnsolicited(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 6})
+	d, _ := newTestDispatcher(t)
+	sink := make(chan response, 4)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_, err := d.LightBlock(ctx, "a", 1)
-	require.ErrorIs(t, err, ErrTimeout)
+	// Timed out, then answered: late, counted, not punished.
+	require.NoError(t, d.start(requestKey{"a", kindLightBlock, 2}, time.Millisecond, sink))
+	r := <-sink
+	require.ErrorIs(t, r.err, ErrTimeout)
+	err := d.handleLightBlockResponse("a", lbResponse(t, chain, 2))
+	require.ErrorIs(t, err, errLateResponse)
+	require.NotErrorIs(t, err, ErrPeerMisbehaved)
 
-	// removePeer and close release waiters at once.
-	errs := make(chan error, 2)
-	go func() { _, err := d.LightBlock(context.Background(), "gone", 1); errs <- err }()
-	go func() { _, err := d.Params(context.Background(), "stays", 1); errs <- err }()
-	<-sl.sent
-	<-sl.sent
-	<-sl.sent
-	d.removePeer("gone")
-	require.ErrorIs(t, <-errs, ErrNoPeers)
-	d.close()
-	require.ErrorIs(t, <-errs, ErrStopped)
-	_, err = d.LightBlock(context.Background(), "a", 1)
-	require.ErrorIs(t, err, ErrStopped)
+	// Answered twice: the duplicate is late too.
+	require.NoError(t, d.start(requestKey{"a", kindLightBlock, 3}, time.Minute, sink))
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	require.Equal(t, int64(3), (<-sink).lb.Height)
+	require.ErrorIs(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)), errLateResponse)
+
+	// Cancelled, then answered: late; nothing is delivered for it.
+	require.NoError(t, d.start(requestKey{"a", kindParams, 4}, time.Minute, sink))
+	require.True(t, d.cancel(requestKey{"a", kindParams, 4}))
+	require.False(t, d.cancel(requestKey{"a", kindParams, 4}))
+	require.ErrorIs(t, d.handleParamsResponse("a", paramsResponse(chain, 4)), errLateResponse)
+	require.Empty(t, sink)
+
+	// Never asked: unsolicited. A peer sending more responses than it was
+	// sent requests is misbehaving.
+	err = d.handleParamsResponse("b", paramsResponse(chain, 5))
+	require.ErrorIs(t, err, ErrUnsolicited)
+	require.NotErrorIs(t, err, errLateResponse)
+	require.NotErrorIs(t, err, ErrPeerMisbehaved)
+	for range answerSlack - 1 {
+		require.NotErrorIs(t, d.handleLightBlockResponse("b", lbResponse(t, chain, 5)), ErrPeerMisbehaved)
+	}
+	err = d.handleLightBlockResponse("b", lbResponse(t, chain, 5))
+	require.ErrorIs(t, err, ErrPeerMisbehaved)
+	require.ErrorIs(t, err, ErrUnsolicited)
+
+	// An empty response with nothing pending: late for "a" (it had light
+	// block requests end), unsolicited for a peer never asked.
+	require.ErrorIs(t, d.handleLightBlockResponse("a", &ssproto.LightBlockResponse{}), errLateResponse)
+	err = d.handleLightBlockResponse("c", &ssproto.LightBlockResponse{})
+	require.ErrorIs(t, err, ErrUnsolicited)
+	require.NotErrorIs(t, err, errLateResponse)
 }
 
-func TestDispatcherEmptyResponseAndParams(t *testing.T) {
-	chain, err := chaingen.New(chaingen.Options{Height: 3})
-	require.NoError(t, err)
-	sl := newSentLog()
-	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
-	defer d.close()
+func TestDispatcherInvalidResponseIsMisbehaviour(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 4})
+	d, _ := newTestDispatcher(t)
+	sink := make(chan response, 1)
+	require.NoError(t, d.start(requestKey{"a", kindLightBlock, 2}, time.Minute, sink))
+	m := lbResponse(t, chain, 2)
+	m.LightBlock.ValidatorSet = nil
+	require.ErrorIs(t, d.handleLightBlockResponse("a", m), ErrPeerMisbehaved)
+	p := paramsResponse(chain, 2)
+	p.ConsensusParams.Block = nil
+	require.ErrorIs(t, d.handleParamsResponse("a", p), ErrPeerMisbehaved)
+	require.Empty(t, sink)
+	require.Equal(t, 1, d.pending("a"))
+}
 
+func TestDispatcherEmptyResponseAnswersLowestHeight(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 9})
+	d, _ := newTestDispatcher(t)
+	sink := make(chan response, 3)
+	for _, h := range []int64{8, 6, 7} {
+		require.NoError(t, d.start(requestKey{"a", kindLightBlock, h}, time.Minute, sink))
+	}
+	require.NoError(t, d.handleLightBlockResponse("a", &ssproto.LightBlockResponse{}))
+	r := <-sink
+	require.NoError(t, r.err)
+	require.Nil(t, r.lb, "an empty response means the peer lacks the block")
+	require.Equal(t, int64(6), r.key.height)
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 8)))
+	require.Equal(t, int64(8), (<-sink).key.height)
+	require.NoError(t, d.handleLightBlockResponse("a", &ssproto.LightBlockResponse{}))
+	require.Equal(t, int64(7), (<-sink).key.height)
+}
+
+func TestDispatcherParamsMatchByHeight(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 4})
+	d, sl := newTestDispatcher(t)
 	done := make(chan error, 1)
 	go func() {
-		lb, err := d.LightBlock(context.Background(), "a", 2)
-		if err == nil && lb != nil {
-			err = ErrVerifyFailed
+		p, err := d.Params(context.Background(), "a", 2)
+		if err == nil && string(p.Hash()) != string(chain.Params().Hash()) {
+			err = errors.New("wrong params")
 		}
 		done <- err
 	}()
-	<-sl.sent
-	require.NoError(t, d.handleLightBlockResponse("a", &ssproto.LightBlockResponse{}))
-	require.NoError(t, <-done, "an empty response means the peer lacks the block")
+	m := <-sl.sent
+	require.Equal(t, ParamsChannel, m.ch)
+	require.Equal(t, &ssproto.ParamsRequest{Height: 2}, m.msg)
+	require.ErrorIs(t, d.handleParamsResponse("a", paramsResponse(chain, 3)), ErrUnsolicited)
+	require.NoError(t, d.handleParamsResponse("a", paramsResponse(chain, 2)))
+	require.NoError(t, <-done)
+}
 
-	pdone := make(chan error, 1)
-	go func() {
-		p, err := d.Params(context.Background(), "a", 2)
-		want := chain.Params()
-		if err == nil && string(p.Hash()) != string(want.Hash()) {
-			err = ErrVerifyFailed
-		}
-		pdone <- err
-	}()
+func TestDispatcherTimeoutsAndContext(t *testing.T) {
+	d, sl := newTestDispatcher(t)
+	d.timeout = 10 * time.Millisecond
+	_, err := d.LightBlock(context.Background(), "a", 1)
+	require.ErrorIs(t, err, ErrTimeout)
 	<-sl.sent
-	params := chain.Params()
-	pp := params.ToProto()
-	require.ErrorIs(t, d.handleParamsResponse("a", &ssproto.ParamsResponse{Height: 3, ConsensusParams: pp}), ErrUnsolicited)
-	require.NoError(t, d.handleParamsResponse("a", &ssproto.ParamsResponse{Height: 2, ConsensusParams: pp}))
-	require.NoError(t, <-pdone)
+
+	d.timeout = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sl.sent
+		cancel()
+	}()
+	_, err = d.LightBlock(ctx, "a", 2)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Zero(t, d.pending("a"), "a cancelled wait withdraws its request")
+}
+
+func TestDispatcherSendFailure(t *testing.T) {
+	d, sl := newTestDispatcher(t)
+	sl.fail["gone"] = true
+	sink := make(chan response, 1)
+	require.ErrorIs(t, d.start(requestKey{"gone", kindLightBlock, 1}, time.Minute, sink), ErrNoPeers)
+	require.Zero(t, d.pending("gone"))
+	require.Empty(t, sink, "a request that was not sent delivers nothing")
+	_, err := d.LightBlock(context.Background(), "gone", 1)
+	require.ErrorIs(t, err, ErrNoPeers)
+}
+
+func TestDispatcherRemovePeerAndCloseReleaseWaiters(t *testing.T) {
+	d, sl := newTestDispatcher(t)
+	errs := make(chan error, 3)
+	go func() { _, err := d.LightBlock(context.Background(), "gone", 1); errs <- err }()
+	go func() { _, err := d.LightBlock(context.Background(), "gone", 2); errs <- err }()
+	go func() { _, err := d.Params(context.Background(), "stays", 1); errs <- err }()
+	for range 3 {
+		<-sl.sent
+	}
+	d.removePeer("gone")
+	require.ErrorIs(t, <-errs, ErrNoPeers)
+	require.ErrorIs(t, <-errs, ErrNoPeers)
+	require.Zero(t, d.pending("gone"))
+	d.close()
+	require.ErrorIs(t, <-errs, ErrStopped)
+	_, err := d.LightBlock(context.Background(), "a", 1)
+	require.ErrorIs(t, err, ErrStopped)
+	require.ErrorIs(t, d.start(requestKey{"a", kindParams, 1}, time.Minute, make(chan response, 1)), ErrStopped)
+	d.close() // idempotent
+}
+
+// TestDispatcherExactlyOnce races responses, timeouts, cancels, peer
+// removals and close against many requests: every started request gets
+// exactly one outcome unless it was cancelled.
+func TestDispatcherExactlyOnce(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 40})
+	responses := make(map[int64]*ssproto.LightBlockResponse)
+	for h := int64(1); h <= 40; h++ {
+		responses[h] = lbResponse(t, chain, h)
+	}
+	sl := newSentLog()
+	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
+	peers := []p2p.ID{"a", "b", "c", "d"}
+	sink := make(chan response, len(peers)*40)
+	cancelled := make(chan requestKey, len(peers)*40)
+	var wg sync.WaitGroup
+	for i, peer := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for h := int64(1); h <= 40; h++ {
+				key := requestKey{peer, kindLightBlock, h}
+				if err := d.start(key, time.Duration(h%5)*time.Millisecond+time.Millisecond, sink); err != nil {
+					continue
+				}
+				switch (h + int64(i)) % 4 {
+				case 0:
+					_ = d.handleLightBlockResponse(peer, responses[h])
+				case 1:
+					if d.cancel(key) {
+						cancelled <- key
+					}
+				case 2:
+					_ = d.handleLightBlockResponse(peer, &ssproto.LightBlockResponse{})
+				}
+				if h == 30 && peer == "b" {
+					d.removePeer(peer)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d.close()
+	started := len(peers) * 40
+	outcomes := make(map[requestKey]int)
+	for len(sink) > 0 {
+		outcomes[(<-sink).key]++
+	}
+	for len(cancelled) > 0 {
+		outcomes[<-cancelled]++
+	}
+	require.Len(t, outcomes, started)
+	for key, n := range outcomes {
+		require.Equal(t, 1, n, "%s ended %d times", key, n)
+	}
 }

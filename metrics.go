@@ -2,6 +2,9 @@ package statesync
 
 import (
 	"errors"
+	"fmt"
+	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,18 +14,25 @@ import (
 // MetricsSubsystem is the Prometheus subsystem of every metric.
 const MetricsSubsystem = "statesync"
 
-// Metricer reads the progress counters of a Reactor. Every method is safe to
-// call concurrently at any time.
+// maxReasonLabels bounds the distinct values of the "reason" label; further
+// reasons are counted as "other", so a bug or a hostile peer cannot grow the
+// number of series without limit.
+const maxReasonLabels = 32
+
+// Metricer reads the progress counters of a Reactor (the interface of
+// CometBFT's and Tendermint's state sync metrics). Every method is safe to
+// call concurrently, at any time, also before the first Sync.
 type Metricer interface {
 	// TotalSnapshots is the number of distinct snapshots discovered.
 	TotalSnapshots() int64
-	// ChunkProcessAvgTime is the mean time the app took per applied chunk.
+	// ChunkProcessAvgTime is the mean time the application took to apply
+	// one chunk of the current snapshot (0 before the first).
 	ChunkProcessAvgTime() time.Duration
 	// SnapshotHeight is the height of the snapshot being (or last) restored.
 	SnapshotHeight() int64
-	// SnapshotChunksCount is the number of chunks applied so far.
+	// SnapshotChunksCount is the number of chunks of that snapshot applied.
 	SnapshotChunksCount() int64
-	// SnapshotChunksTotal is the number of chunks of the snapshot.
+	// SnapshotChunksTotal is the number of chunks of that snapshot.
 	SnapshotChunksTotal() int64
 	// BackFilledBlocks is the number of blocks backfilled so far.
 	BackFilledBlocks() int64
@@ -30,8 +40,10 @@ type Metricer interface {
 	BackFillBlocksTotal() int64
 }
 
-// Metrics holds one Reactor's counters: atomics behind Metricer, mirrored
-// to Prometheus collectors when built with NewMetrics.
+// Metrics holds one Reactor's counters. The counters behind Metricer are
+// atomics and always count; with NewMetrics they are also exported as
+// Prometheus collectors. Every method is safe for concurrent use and on a
+// nil *Metrics (which records nothing).
 type Metrics struct {
 	totalSnapshots atomic.Int64
 	applyNanos     atomic.Int64
@@ -40,133 +52,339 @@ type Metrics struct {
 	chunksTotal    atomic.Int64
 	backfilled     atomic.Int64
 	backfillTotal  atomic.Int64
+	backfillStart  atomic.Int64 // unix nanoseconds of SetBackfillTotal
+	peers          atomic.Int64
+	discoveryRound atomic.Int64
+
+	reasonsMtx sync.Mutex
+	reasons    map[string]struct{} // label values seen, at most maxReasonLabels
 
 	prom *promMetrics // nil for NopMetrics
 }
 
+// promMetrics are the exported collectors. Names avoid CometBFT v0.40's
+// own statesync metric (cometbft_statesync_syncing, labelled by chain_id),
+// which a node registers on the same registry: ours is "active". Gauges
+// carry no _total suffix.
 type promMetrics struct {
-	syncing          prometheus.Gauge
+	active           prometheus.Gauge
 	peers            prometheus.Gauge
+	discoveryRounds  prometheus.Counter
 	snapshots        prometheus.Counter
+	snapshotRejected *prometheus.CounterVec
 	snapshotHeight   prometheus.Gauge
 	chunksTotal      prometheus.Gauge
 	chunksApplied    prometheus.Gauge
-	chunkBytes       prometheus.Counter
 	chunksFetched    prometheus.Counter
+	chunkBytes       prometheus.Counter
 	chunkTimeouts    prometheus.Counter
 	chunkApplyTime   prometheus.Histogram
-	snapshotRejected *prometheus.CounterVec
-	peerPunished     *prometheus.CounterVec
+	peersPunished    *prometheus.CounterVec
 	unsolicited      prometheus.Counter
 	requestsDropped  prometheus.Counter
 	backfilled       prometheus.Gauge
 	backfillTotal    prometheus.Gauge
+	backfillRate     prometheus.Gauge
 }
 
 var _ Metricer = (*Metrics)(nil)
 
-// NopMetrics returns Metrics that count (Metricer works) but export nothing.
+// NopMetrics returns Metrics that count (Metricer works) but export
+// nothing.
 func NopMetrics() *Metrics { return &Metrics{} }
 
-// NewMetrics registers the Reactor's collectors on reg under namespace and
-// subsystem "statesync". Each Reactor needs its own Registerer (or
-// prometheus.WrapRegistererWith labels); a clash is returned as an error.
+// NewMetrics creates the collectors under namespace (e.g. "cometbft") and
+// subsystem "statesync" and registers them on reg; nothing is registered
+// globally. If a collector with the same description is already
+// registered on reg (a Reactor rebuilt in the same process), the existing
+// one is adopted, so its series continue; concurrently running Reactors
+// should use distinct registerers (or prometheus.WrapRegistererWith
+// labels), or they share those series. Any other registration error is
+// returned, after unregistering what this call registered.
 func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
-	g := func(name, help string) prometheus.Gauge {
-		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: MetricsSubsystem, Name: name, Help: help})
+	if reg == nil {
+		return nil, errors.New("statesync: NewMetrics needs a prometheus.Registerer (use NopMetrics for none)")
 	}
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: MetricsSubsystem, Name: name, Help: help})
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: MetricsSubsystem, Name: name, Help: help,
+		})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: MetricsSubsystem, Name: name, Help: help,
+		})
+	}
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: MetricsSubsystem, Name: name, Help: help,
+		}, labels)
 	}
 	p := &promMetrics{
-		syncing:        g("syncing", "1 while a state sync is running."),
-		peers:          g("peers", "Connected peers known to the reactor."),
-		snapshots:      c("snapshots_discovered_total", "Distinct snapshots discovered."),
-		snapshotHeight: g("snapshot_height", "Height of the snapshot being restored."),
-		chunksTotal:    g("snapshot_chunks_total", "Chunks of the snapshot being restored."),
-		chunksApplied:  g("snapshot_chunks_applied", "Chunks applied of the snapshot being restored."),
-		chunkBytes:     c("chunk_bytes_total", "Chunk bytes received."),
-		chunksFetched:  c("chunks_fetched_total", "Chunks received and spooled."),
-		chunkTimeouts:  c("chunk_timeouts_total", "Chunk requests that timed out."),
+		active:           gauge("active", "1 while a state sync is running, else 0."),
+		peers:            gauge("peers", "Connected peers known to the state sync reactor."),
+		discoveryRounds:  counter("discovery_rounds_total", "Rounds of asking peers for snapshots."),
+		snapshots:        counter("snapshots_discovered_total", "Distinct snapshots discovered."),
+		snapshotRejected: counterVec("snapshots_rejected_total", "Snapshots given up, by reason.", "reason"),
+		snapshotHeight:   gauge("snapshot_height", "Height of the snapshot being (or last) restored."),
+		chunksTotal:      gauge("snapshot_chunks", "Chunks of the snapshot being (or last) restored."),
+		chunksApplied:    gauge("snapshot_chunks_applied", "Chunks of that snapshot applied by the application."),
+		chunksFetched:    counter("chunks_fetched_total", "Chunks received from peers and spooled."),
+		chunkBytes:       counter("chunk_bytes_total", "Bytes of chunks received from peers."),
+		chunkTimeouts:    counter("chunk_timeouts_total", "Chunk requests that timed out."),
 		chunkApplyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: MetricsSubsystem, Name: "chunk_apply_seconds",
-			Help: "Time the app took to apply one chunk.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+			Help: "Time the application took to apply one chunk.",
+			// 1 ms to about 70 minutes: single chunk applies of an hour
+			// have been reported.
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
 		}),
-		snapshotRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: MetricsSubsystem, Name: "snapshots_rejected_total",
-			Help: "Snapshots given up, by reason.",
-		}, []string{"reason"}),
-		peerPunished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: MetricsSubsystem, Name: "peers_punished_total",
-			Help: "Peers disconnected for cause, by reason.",
-		}, []string{"reason"}),
-		unsolicited:     c("unsolicited_messages_total", "Late, duplicate or unsolicited responses dropped."),
-		requestsDropped: c("requests_dropped_total", "Inbound requests dropped because the peer had too many queued."),
-		backfilled:      g("backfilled_blocks", "Blocks backfilled."),
-		backfillTotal:   g("backfill_blocks_total", "Blocks the backfill needs at most."),
+		peersPunished:   counterVec("peers_punished_total", "Peers disconnected for cause, by reason.", "reason"),
+		unsolicited:     counter("unsolicited_messages_total", "Late, duplicate or unsolicited responses dropped."),
+		requestsDropped: counter("requests_dropped_total", "Inbound requests dropped because the peer had too many queued."),
+		backfilled:      gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
+		backfillTotal:   gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
+		backfillRate:    gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
 	}
-	for _, col := range []prometheus.Collector{
-		p.syncing, p.peers, p.snapshots, p.snapshotHeight, p.chunksTotal, p.chunksApplied, p.chunkBytes,
-		p.chunksFetched, p.chunkTimeouts, p.chunkApplyTime, p.snapshotRejected, p.peerPunished, p.unsolicited,
-		p.requestsDropped, p.backfilled, p.backfillTotal,
-	} {
-		if err := reg.Register(col); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, errors.New("statesync metrics already registered on this registerer: give each reactor its own")
-			}
-			return nil, err
+	cols := []struct {
+		col   prometheus.Collector
+		adopt func(prometheus.Collector) bool
+	}{
+		{p.active, adoptInto(&p.active)},
+		{p.peers, adoptInto(&p.peers)},
+		{p.discoveryRounds, adoptInto(&p.discoveryRounds)},
+		{p.snapshots, adoptInto(&p.snapshots)},
+		{p.snapshotRejected, adoptInto(&p.snapshotRejected)},
+		{p.snapshotHeight, adoptInto(&p.snapshotHeight)},
+		{p.chunksTotal, adoptInto(&p.chunksTotal)},
+		{p.chunksApplied, adoptInto(&p.chunksApplied)},
+		{p.chunksFetched, adoptInto(&p.chunksFetched)},
+		{p.chunkBytes, adoptInto(&p.chunkBytes)},
+		{p.chunkTimeouts, adoptInto(&p.chunkTimeouts)},
+		{p.chunkApplyTime, adoptInto(&p.chunkApplyTime)},
+		{p.peersPunished, adoptInto(&p.peersPunished)},
+		{p.unsolicited, adoptInto(&p.unsolicited)},
+		{p.requestsDropped, adoptInto(&p.requestsDropped)},
+		{p.backfilled, adoptInto(&p.backfilled)},
+		{p.backfillTotal, adoptInto(&p.backfillTotal)},
+		{p.backfillRate, adoptInto(&p.backfillRate)},
+	}
+	var registered []prometheus.Collector
+	for _, c := range cols {
+		err := reg.Register(c.col)
+		if err == nil {
+			registered = append(registered, c.col)
+			continue
 		}
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) && c.adopt(are.ExistingCollector) {
+			continue
+		}
+		for _, r := range registered {
+			reg.Unregister(r)
+		}
+		return nil, fmt.Errorf("statesync: registering metrics: %w", err)
 	}
 	return &Metrics{prom: p}, nil
 }
 
-// Metricer implementation.
+// adoptInto returns a function that stores an already registered collector
+// in *dst if it has dst's type.
+func adoptInto[T prometheus.Collector](dst *T) func(prometheus.Collector) bool {
+	return func(existing prometheus.Collector) bool {
+		c, ok := existing.(T)
+		if ok {
+			*dst = c
+		}
+		return ok
+	}
+}
 
-func (m *Metrics) TotalSnapshots() int64 { return m.totalSnapshots.Load() }
+// reason returns r as a label value, or "other" once maxReasonLabels
+// distinct values were seen.
+func (m *Metrics) reason(r string) string {
+	if r == "" {
+		r = "unknown"
+	}
+	m.reasonsMtx.Lock()
+	defer m.reasonsMtx.Unlock()
+	if _, ok := m.reasons[r]; ok {
+		return r
+	}
+	if len(m.reasons) >= maxReasonLabels {
+		return "other"
+	}
+	if m.reasons == nil {
+		m.reasons = make(map[string]struct{})
+	}
+	m.reasons[r] = struct{}{}
+	return r
+}
+
+// TotalSnapshots implements Metricer.
+func (m *Metrics) TotalSnapshots() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.totalSnapshots.Load()
+}
+
+// ChunkProcessAvgTime implements Metricer: the mean over the chunks applied
+// since the last SetSnapshot.
 func (m *Metrics) ChunkProcessAvgTime() time.Duration {
+	if m == nil {
+		return 0
+	}
+	// The two loads are not one snapshot; a concurrent ChunkApplied can
+	// skew one reading by a chunk, never corrupt it.
 	n := m.applied.Load()
-	if n == 0 {
+	if n <= 0 {
 		return 0
 	}
 	return time.Duration(m.applyNanos.Load() / n)
 }
-func (m *Metrics) SnapshotHeight() int64      { return m.snapHeight.Load() }
-func (m *Metrics) SnapshotChunksCount() int64 { return m.applied.Load() }
-func (m *Metrics) SnapshotChunksTotal() int64 { return m.chunksTotal.Load() }
-func (m *Metrics) BackFilledBlocks() int64    { return m.backfilled.Load() }
-func (m *Metrics) BackFillBlocksTotal() int64 { return m.backfillTotal.Load() }
 
-// Recording methods, called by the Reactor.
-
-// SetSyncing marks a Sync as running or not.
-func (m *Metrics) SetSyncing(on bool) {
-	if m.prom != nil {
-		v := 0.0
-		if on {
-			v = 1
-		}
-		m.prom.syncing.Set(v)
+// SnapshotHeight implements Metricer.
+func (m *Metrics) SnapshotHeight() int64 {
+	if m == nil {
+		return 0
 	}
+	return m.snapHeight.Load()
+}
+
+// SnapshotChunksCount implements Metricer.
+func (m *Metrics) SnapshotChunksCount() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.applied.Load()
+}
+
+// SnapshotChunksTotal implements Metricer.
+func (m *Metrics) SnapshotChunksTotal() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.chunksTotal.Load()
+}
+
+// BackFilledBlocks implements Metricer.
+func (m *Metrics) BackFilledBlocks() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.backfilled.Load()
+}
+
+// BackFillBlocksTotal implements Metricer.
+func (m *Metrics) BackFillBlocksTotal() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.backfillTotal.Load()
+}
+
+// Peers returns the last value given to SetPeers.
+func (m *Metrics) Peers() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.peers.Load()
+}
+
+// DiscoveryRounds returns the number of DiscoveryRound calls.
+func (m *Metrics) DiscoveryRounds() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.discoveryRound.Load()
+}
+
+// BackfillRate returns the mean backfill rate in blocks per second since
+// the last SetBackfillTotal (0 before).
+func (m *Metrics) BackfillRate() float64 {
+	if m == nil {
+		return 0
+	}
+	return m.backfillRate(time.Now())
+}
+
+func (m *Metrics) backfillRate(now time.Time) float64 {
+	start := m.backfillStart.Load()
+	if start == 0 {
+		return 0
+	}
+	secs := now.Sub(time.Unix(0, start)).Seconds()
+	if secs <= 0 {
+		return 0
+	}
+	rate := float64(m.backfilled.Load()) / secs
+	if math.IsInf(rate, 0) || math.IsNaN(rate) {
+		return 0
+	}
+	return rate
+}
+
+// SetSyncing marks a Sync as running (true) or ended (false).
+func (m *Metrics) SetSyncing(on bool) {
+	if m == nil || m.prom == nil {
+		return
+	}
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.prom.active.Set(v)
 }
 
 // SetPeers records the number of connected peers.
 func (m *Metrics) SetPeers(n int) {
+	if m == nil {
+		return
+	}
+	m.peers.Store(int64(n))
 	if m.prom != nil {
 		m.prom.peers.Set(float64(n))
 	}
 }
 
-// SnapshotDiscovered counts a new snapshot.
+// DiscoveryRound counts one round of asking peers for snapshots.
+func (m *Metrics) DiscoveryRound() {
+	if m == nil {
+		return
+	}
+	m.discoveryRound.Add(1)
+	if m.prom != nil {
+		m.prom.discoveryRounds.Inc()
+	}
+}
+
+// SnapshotDiscovered counts a new distinct snapshot.
 func (m *Metrics) SnapshotDiscovered() {
+	if m == nil {
+		return
+	}
 	m.totalSnapshots.Add(1)
 	if m.prom != nil {
 		m.prom.snapshots.Inc()
 	}
 }
 
-// SetSnapshot records the snapshot being restored and resets chunk counts.
+// SnapshotRejected counts a snapshot given up for reason (a short label
+// such as "app", "format", "sender", "verify").
+func (m *Metrics) SnapshotRejected(reason string) {
+	if m == nil || m.prom == nil {
+		return
+	}
+	m.prom.snapshotRejected.WithLabelValues(m.reason(reason)).Inc()
+}
+
+// SetSnapshot records the snapshot about to be restored and resets the
+// chunk counters and the mean apply time.
 func (m *Metrics) SetSnapshot(height, chunks int64) {
+	if m == nil {
+		return
+	}
 	m.snapHeight.Store(height)
 	m.chunksTotal.Store(chunks)
 	m.applied.Store(0)
@@ -178,73 +396,85 @@ func (m *Metrics) SetSnapshot(height, chunks int64) {
 	}
 }
 
-// ChunkFetched counts a spooled chunk of n bytes.
+// ChunkFetched counts a chunk of n bytes received and spooled.
 func (m *Metrics) ChunkFetched(n int) {
-	if m.prom != nil {
-		m.prom.chunksFetched.Inc()
-		m.prom.chunkBytes.Add(float64(n))
+	if m == nil || m.prom == nil {
+		return
 	}
+	m.prom.chunksFetched.Inc()
+	m.prom.chunkBytes.Add(float64(max(n, 0)))
 }
 
-// ChunkApplied counts a chunk the app accepted after d.
+// ChunkApplied counts a chunk the application applied in d.
 func (m *Metrics) ChunkApplied(d time.Duration) {
-	n := m.applied.Add(1)
+	if m == nil {
+		return
+	}
+	d = max(d, 0)
 	m.applyNanos.Add(int64(d))
+	n := m.applied.Add(1)
 	if m.prom != nil {
 		m.prom.chunksApplied.Set(float64(n))
 		m.prom.chunkApplyTime.Observe(d.Seconds())
 	}
 }
 
-// ChunkTimeout counts a timed-out chunk request.
+// ChunkTimeout counts a chunk request that timed out.
 func (m *Metrics) ChunkTimeout() {
-	if m.prom != nil {
-		m.prom.chunkTimeouts.Inc()
+	if m == nil || m.prom == nil {
+		return
 	}
+	m.prom.chunkTimeouts.Inc()
 }
 
-// SnapshotRejected counts a snapshot given up for reason.
-func (m *Metrics) SnapshotRejected(reason string) {
-	if m.prom != nil {
-		m.prom.snapshotRejected.WithLabelValues(reason).Inc()
-	}
-}
-
-// PeerPunished counts a peer disconnected for reason.
+// PeerPunished counts a peer disconnected for reason (a short label).
 func (m *Metrics) PeerPunished(reason string) {
-	if m.prom != nil {
-		m.prom.peerPunished.WithLabelValues(reason).Inc()
+	if m == nil || m.prom == nil {
+		return
 	}
+	m.prom.peersPunished.WithLabelValues(m.reason(reason)).Inc()
 }
 
-// Unsolicited counts a dropped late, duplicate or unsolicited response.
+// Unsolicited counts a late, duplicate or unsolicited response dropped.
 func (m *Metrics) Unsolicited() {
-	if m.prom != nil {
-		m.prom.unsolicited.Inc()
+	if m == nil || m.prom == nil {
+		return
 	}
+	m.prom.unsolicited.Inc()
 }
 
 // RequestDropped counts an inbound request dropped by the serving caps.
 func (m *Metrics) RequestDropped() {
-	if m.prom != nil {
-		m.prom.requestsDropped.Inc()
+	if m == nil || m.prom == nil {
+		return
 	}
+	m.prom.requestsDropped.Inc()
 }
 
-// SetBackfillTotal records how many blocks the backfill needs at most.
+// SetBackfillTotal starts a backfill of at most n blocks: it resets the
+// backfilled count and the rate clock.
 func (m *Metrics) SetBackfillTotal(n int64) {
+	if m == nil {
+		return
+	}
 	m.backfillTotal.Store(n)
 	m.backfilled.Store(0)
+	m.backfillStart.Store(time.Now().UnixNano())
 	if m.prom != nil {
 		m.prom.backfillTotal.Set(float64(n))
 		m.prom.backfilled.Set(0)
+		m.prom.backfillRate.Set(0)
 	}
 }
 
 // BlockBackfilled counts a backfilled block.
 func (m *Metrics) BlockBackfilled() {
+	if m == nil {
+		return
+	}
 	n := m.backfilled.Add(1)
 	if m.prom != nil {
 		m.prom.backfilled.Set(float64(n))
+		m.prom.backfillRate.Set(m.backfillRate(time.Now()))
 	}
 }

@@ -5,254 +5,770 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
+	"math/big"
 	"net"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/crypto/tmhash"
 	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/light"
 	"github.com/cometbft/cometbft/light/provider"
+	lightstore "github.com/cometbft/cometbft/light/store"
 	lightdb "github.com/cometbft/cometbft/light/store/db"
 	cmtstate "github.com/cometbft/cometbft/proto/tendermint/state"
+	cmtproto "github.com/cometbft/cometbft/proto/tendermint/types"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/cometbft/cometbft/types"
 	"github.com/cometbft/cometbft/version"
 )
 
 // StateProvider gives Sync the verified data it trusts a snapshot with.
-// Implementations must be safe for concurrent use and honour ctx.
+// Implementations must be safe for concurrent use, honour ctx (return soon
+// after it ends) and return values the caller may keep and modify.
 //
-// Errors: one wrapping ErrHeightNotAvailable means the height (or
-// height+1, height+2) does not exist yet, so the snapshot is tried again
-// later; one wrapping ErrProviderTransient (or context.DeadlineExceeded from
-// an internal timeout) says nothing about the snapshot, which is kept; any
-// other error rejects the snapshot.
+// A call can fail because:
+//   - a height it needs does not exist yet (the snapshot is at the chain's
+//     tip): the error wraps ErrHeightNotAvailable, and the snapshot is
+//     tried again later;
+//   - a source timed out, was unreachable, rate-limited or otherwise
+//     unavailable, or ctx ended: the error wraps ErrProviderTransient and
+//     says nothing about the snapshot, which is kept;
+//   - the trust root is older than the trust period: the error wraps
+//     ErrTrustExpired, and no snapshot can be verified until the
+//     configuration changes;
+//   - anything else (data that does not verify, conflicting sources): the
+//     error wraps ErrVerifyFailed and the snapshot is rejected.
 type StateProvider interface {
-	// AppHash returns the app hash after height was committed: the AppHash
-	// of the verified header at height+1. It also verifies height+2.
+	// AppHash returns the application hash after height was committed: the
+	// AppHash of the verified header at height+1. It also verifies
+	// height+2, which State needs, so a snapshot whose AppHash succeeds can
+	// be restored.
 	AppHash(ctx context.Context, height uint64) ([]byte, error)
-	// Commit returns the verified commit of height.
+	// Commit returns the verified commit of height, to be saved as the
+	// node's seen commit.
 	Commit(ctx context.Context, height uint64) (*types.Commit, error)
-	// State returns the state after height was committed, every field
-	// derived from verified light blocks at height, height+1 and height+2
-	// and from consensus params whose hash the header at height+1 commits
-	// to.
+	// State returns the state after height was committed, with every field
+	// derived from verified light blocks at height, height+1 and height+2,
+	// from consensus params whose hash the header at height+1 commits to,
+	// and from the node's own chain ID, initial height and software
+	// version.
 	State(ctx context.Context, height uint64) (sm.State, error)
 }
 
-// ParamsSource fetches the consensus params in force at a height. The light
-// state provider checks them against the verified header, so a source need
-// not be trusted.
+// ParamsSource fetches the consensus params in force at a height. Sources
+// need not be trusted: the light state provider accepts params only if
+// their hash equals the ConsensusHash of the verified header at that
+// height. Errors follow the light provider conventions (wrap
+// provider.ErrHeightTooHigh when the height does not exist yet,
+// provider.ErrNoResponse or a net.Error when the source is unavailable).
 type ParamsSource interface {
 	ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error)
 }
 
-// lightStateProvider is a StateProvider on CometBFT's light client. The
-// client is not safe for concurrent use: every call holds mtx, and every
-// verification runs under its own timeout.
+// paramsSources tries several sources in order and returns the first
+// params that match the verified header. Pass one as the ParamsSource of
+// newLightStateProvider to fall back from an unavailable or lying source.
+type paramsSources []ParamsSource
+
+// ConsensusParams implements ParamsSource with the first source that
+// answers (without the hash check; newLightStateProvider checks each).
+func (s paramsSources) ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error) {
+	var errs []error
+	for _, src := range s {
+		p, err := src.ConsensusParams(ctx, height)
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return types.ConsensusParams{}, errors.New("no params sources")
+	}
+	return types.ConsensusParams{}, errors.Join(errs...)
+}
+
+// lightStateProvider is a StateProvider on CometBFT's light client, fed by a
+// primary and witnesses (any provider.Provider: RPC servers or peers).
+//
+// light.Client is not safe for concurrent use: each call into it holds the
+// one-slot semaphore sem, acquired under ctx, and runs under its own
+// verifyTimeout; nothing else is done while holding it.
 type lightStateProvider struct {
-	mtx           sync.Mutex
+	sem           chan struct{} // holds lc for one call
 	lc            *light.Client
-	version       cmtstate.Version
+	store         lightstore.Store
+	trustPeriod   time.Duration
+	providers     []*checkedProvider // primary first, then the witnesses
+	chainID       string
+	software      string
 	initialHeight int64
 	params        ParamsSource
 	timeout       time.Duration
+	logger        log.Logger
 }
 
+var _ StateProvider = (*lightStateProvider)(nil)
+
 // NewLightClientStateProvider returns a StateProvider on CometBFT's light
-// client with any light providers: primary and at least one witness (else
-// ErrNotEnoughPeers), rooted at trust (invalid options wrap
-// ErrInvalidConfig; a root older than the trust period wraps
-// ErrTrustExpired). Consensus params come from params and are accepted only
-// when their hash matches the verified header. Every verification is
-// bounded by verifyTimeout.
+// client fed by any light providers (RPC servers, peers, a custom source):
+// primary and at least one witness, rooted at trust. chainID, ver.Software
+// and initialHeight are the node's own (from its genesis); every other
+// State field comes from verified data. Consensus params come from params
+// (a paramsSources tries several in order) and are accepted only if their
+// hash matches the verified header. Every verification, and this
+// construction, is bounded by verifyTimeout (DefaultVerifyTimeout if not
+// positive). A nil logger logs nothing.
+//
+// Errors: invalid trust options wrap ErrInvalidConfig; no witness wraps
+// ErrNotEnoughPeers; a trust root older than trust.Period wraps
+// ErrTrustExpired and names its height and age; a trust hash that does not
+// match the chain wraps ErrVerifyFailed; unreachable providers wrap
+// ErrProviderTransient.
 func NewLightClientStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
 	primary provider.Provider, witnesses []provider.Provider, trust light.TrustOptions, params ParamsSource,
 	verifyTimeout time.Duration, logger log.Logger,
 ) (StateProvider, error) {
-	return newLightStateProvider(ctx, chainID, ver, initialHeight, primary, witnesses, trust, params, verifyTimeout, logger)
+	sp, err := newLightStateProvider(ctx, chainID, ver, initialHeight, primary, witnesses, trust, params,
+		verifyTimeout, logger)
+	if err != nil {
+		return nil, err
+	}
+	return sp, nil
 }
 
-// newLightStateProvider builds a light client with primary and witnesses
-// (at least one) from trust, and wraps it.
+// newLightStateProvider is NewLightClientStateProvider returning the
+// concrete type.
 func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
 	primary provider.Provider, witnesses []provider.Provider, trust light.TrustOptions, params ParamsSource,
-	timeout time.Duration, logger log.Logger,
+	verifyTimeout time.Duration, logger log.Logger,
 ) (*lightStateProvider, error) {
-	if err := trust.ValidateBasic(); err != nil {
-		return nil, fmt.Errorf("%w: trust options: %w", ErrInvalidConfig, err)
+	if err := checkTrustOptions(trust); err != nil {
+		return nil, err
 	}
-	if len(witnesses) == 0 {
-		return nil, fmt.Errorf("%w: the light client needs a primary and at least one witness", ErrNotEnoughPeers)
+	if primary == nil || len(witnesses) == 0 {
+		return nil, fmt.Errorf("%w: the light client needs a primary and at least one witness, got %d sources",
+			ErrNotEnoughPeers, len(witnesses)+btoi(primary != nil))
+	}
+	if params == nil {
+		return nil, fmt.Errorf("%w: a consensus params source is required", ErrInvalidConfig)
 	}
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
+	if verifyTimeout <= 0 {
+		verifyTimeout = DefaultVerifyTimeout
+	}
 	if initialHeight <= 0 {
 		initialHeight = 1
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
+	software := ver.Software
+	if software == "" {
+		software = version.TMCoreSemVer
+	}
+	p := &lightStateProvider{
+		sem:           make(chan struct{}, 1),
+		store:         lightdb.New(dbm.NewMemDB(), ""),
+		trustPeriod:   trust.Period,
+		chainID:       chainID,
+		software:      software,
+		initialHeight: initialHeight,
+		params:        params,
+		timeout:       verifyTimeout,
+		logger:        logger,
+	}
+	for _, prov := range append([]provider.Provider{primary}, witnesses...) {
+		if prov == nil {
+			return nil, fmt.Errorf("%w: nil light provider", ErrInvalidConfig)
+		}
+		p.providers = append(p.providers, newCheckedProvider(prov))
+	}
+
+	since := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
-	lc, err := light.NewClient(cctx, chainID, trust, primary, witnesses,
-		lightdb.New(dbm.NewMemDB(), ""), light.Logger(logger), light.MaxRetryAttempts(3))
+	primaryP, witnessesP := p.lightProviders()
+	lc, err := light.NewClient(cctx, chainID, trust, primaryP, witnessesP, p.store, light.Logger(logger))
 	if err != nil {
-		var expired light.ErrOldHeaderExpired
-		if errors.As(err, &expired) || isExpiredTrust(err) {
-			return nil, fmt.Errorf("%w: trust height %d is older than the trust period %v: choose a recent trusted height and hash: %w",
-				ErrTrustExpired, trust.Height, trust.Period, err)
+		what := fmt.Sprintf("fetching the trusted header at height %d (statesync.trust_height)", trust.Height)
+		if strings.Contains(err.Error(), "expected header's hash") {
+			return nil, fmt.Errorf("%w: %s: the chain's header does not have the configured hash "+
+				"(statesync.trust_hash %X): %w", ErrVerifyFailed, what, trust.Hash, err)
 		}
-		return nil, classifyLightErr(fmt.Errorf("starting the light client at trust height %d: %w", trust.Height, err))
+		return nil, p.classify(ctx, since, what, err)
 	}
-	// The light client checks the trust period only when verifying; refuse
-	// an expired root now, with an error that says what to do.
-	if root, err := lc.TrustedLightBlock(trust.Height); err == nil {
-		if expires := root.Time.Add(trust.Period); !time.Now().Before(expires) {
-			return nil, fmt.Errorf("%w: trust height %d (time %v) is older than the trust period %v: "+
-				"choose a recent trusted height and hash", ErrTrustExpired, trust.Height, root.Time, trust.Period)
-		}
+	p.lc = lc
+
+	root, err := lc.TrustedLightBlock(trust.Height)
+	if err != nil {
+		return nil, fmt.Errorf("%w: loading the trusted header at height %d: %w", ErrVerifyFailed, trust.Height, err)
 	}
-	return &lightStateProvider{
-		lc: lc, version: ver, initialHeight: initialHeight, params: params, timeout: timeout,
-	}, nil
+	now := time.Now()
+	age := now.Sub(root.Time)
+	if light.HeaderExpired(root.SignedHeader, trust.Period, now) {
+		return nil, fmt.Errorf("%w: the trusted header at height %d (statesync.trust_height) is %v old, older "+
+			"than the trust period %v (statesync.trust_period): configure a recent trust height and hash",
+			ErrTrustExpired, trust.Height, age.Round(time.Second), trust.Period)
+	}
+	if left := trust.Period - age; left < trust.Period/10 {
+		logger.Info("The state sync trust root expires soon", "trust_height", trust.Height,
+			"age", age.Round(time.Second), "expires_in", left.Round(time.Second))
+	}
+	return p, nil
 }
 
-func isExpiredTrust(err error) bool {
-	return err != nil && bytes.Contains([]byte(err.Error()), []byte("expired"))
-}
-
-// classifyLightErr wraps light-client errors in our vocabulary.
-func classifyLightErr(err error) error {
-	var netErr net.Error
-	var expired light.ErrOldHeaderExpired
+// checkTrustOptions validates trust, naming the config keys.
+func checkTrustOptions(trust light.TrustOptions) error {
 	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &expired):
-		return fmt.Errorf("%w: %w", ErrTrustExpired, err)
-	case errors.Is(err, provider.ErrHeightTooHigh), errors.Is(err, provider.ErrLightBlockNotFound):
-		return fmt.Errorf("%w: %w", ErrHeightNotAvailable, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, provider.ErrNoResponse),
-		errors.As(err, &netErr), errors.Is(err, light.ErrNoWitnesses),
-		errors.Is(err, ErrTimeout), errors.Is(err, ErrNoPeers), errors.Is(err, light.ErrFailedHeaderCrossReferencing):
-		return fmt.Errorf("%w: %w", ErrProviderTransient, err)
-	default:
-		return err
+	case trust.Period <= 0:
+		return invalid("trust_period", "must be a positive duration, got %v", trust.Period)
+	case trust.Height <= 0:
+		return invalid("trust_height", "must be positive, got %d", trust.Height)
+	case len(trust.Hash) != tmhash.Size:
+		return invalid("trust_hash", "must be a %d-byte hash, got %d bytes", tmhash.Size, len(trust.Hash))
 	}
+	if err := trust.ValidateBasic(); err != nil {
+		return fmt.Errorf("%w: trust options: %w", ErrInvalidConfig, err)
+	}
+	return nil
 }
 
-// verify verifies the light block at height, under the timeout.
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lightProviders returns the providers as the light client takes them.
+func (p *lightStateProvider) lightProviders() (provider.Provider, []provider.Provider) {
+	witnesses := make([]provider.Provider, 0, len(p.providers)-1)
+	for _, w := range p.providers[1:] {
+		witnesses = append(witnesses, w)
+	}
+	return p.providers[0], witnesses
+}
+
+// withClient runs f with exclusive use of the light client; waiting for it
+// ends with ctx.
+func (p *lightStateProvider) withClient(ctx context.Context, f func(lc *light.Client) error) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the light client: %w", ctx.Err())
+	}
+	defer func() { <-p.sem }()
+	return f(p.lc)
+}
+
+// verify verifies the light block at height with the light client, under
+// the verify timeout. The result may be shared with the light client or a
+// provider: callers copy before modifying.
 func (p *lightStateProvider) verify(ctx context.Context, height int64) (*types.LightBlock, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	since := time.Now()
+	vctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	lb, err := p.lc.VerifyLightBlockAtHeight(ctx, height, time.Now())
+	var lb *types.LightBlock
+	err := p.withClient(vctx, func(lc *light.Client) error {
+		var err error
+		lb, err = lc.VerifyLightBlockAtHeight(vctx, height, time.Now())
+		if errors.Is(err, light.ErrNoWitnesses) {
+			p.rebuildClient()
+		}
+		return err
+	})
+	what := fmt.Sprintf("verifying the light block at height %d", height)
 	if err != nil {
-		return nil, classifyLightErr(fmt.Errorf("verifying height %d: %w", height, err))
+		return nil, p.classify(ctx, since, what, err)
+	}
+	if lb == nil || lb.SignedHeader == nil || lb.ValidatorSet == nil || lb.Height != height {
+		return nil, fmt.Errorf("%w: %s: the light client returned an incomplete light block", ErrVerifyFailed, what)
 	}
 	return lb, nil
 }
 
+// rebuildClient gives the light client back every provider, keeping its
+// verified headers, after it dropped all its witnesses (it drops a
+// provider for one bad or unexpected answer, and then cannot verify
+// anything). Dropped providers that misbehave are found out again by the
+// same checks. Called with the light client held.
+func (p *lightStateProvider) rebuildClient() {
+	primary, witnesses := p.lightProviders()
+	lc, err := light.NewClientFromTrustedStore(p.chainID, p.trustPeriod, primary, witnesses, p.store,
+		light.Logger(p.logger))
+	if err != nil {
+		p.logger.Error("Could not rebuild the light client", "err", err)
+		return
+	}
+	p.logger.Info("Light client lost all its witnesses; rebuilt it with every provider")
+	p.lc = lc
+}
+
+// failures lists the providers' own errors recorded since t, for messages:
+// the light client reduces them to provider.ErrNoResponse.
+func (p *lightStateProvider) failures(since time.Time) string {
+	var parts []string
+	for _, prov := range p.providers {
+		if f := prov.lastFailure.Load(); f != nil && !f.at.Before(since) {
+			parts = append(parts, fmt.Sprintf("%s: %v", prov, f.err))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// classify wraps an error of the light client (or a provider) in the
+// package's vocabulary; ctx is the caller's context.
+func (p *lightStateProvider) classify(ctx context.Context, since time.Time, what string, err error) error {
+	var expired light.ErrOldHeaderExpired
+	switch {
+	case errors.As(err, &expired):
+		return fmt.Errorf("%w: %s: the trusted header expired at %v (trust period %v): configure a recent "+
+			"statesync.trust_height and trust_hash: %w", ErrTrustExpired, what, expired.At, p.trustPeriod, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, context.Cause(ctx))
+	case errors.Is(err, provider.ErrHeightTooHigh), errors.Is(err, provider.ErrLightBlockNotFound):
+		return fmt.Errorf("%w: %s: no source has it yet: %w", ErrHeightNotAvailable, what, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %s: timed out after %v%s: %w", ErrProviderTransient, what, p.timeout,
+			p.failures(since), err)
+	case errors.Is(err, light.ErrNoWitnesses), errors.Is(err, light.ErrFailedHeaderCrossReferencing),
+		isTransient(err):
+		return fmt.Errorf("%w: %s%s: %w", ErrProviderTransient, what, p.failures(since), err)
+	default:
+		return fmt.Errorf("%w: %s: %w", ErrVerifyFailed, what, err)
+	}
+}
+
+// checkHeight converts a snapshot height, refusing heights the chain
+// cannot have.
+func (p *lightStateProvider) checkHeight(height uint64) (int64, error) {
+	if height == 0 || height > math.MaxInt64-2 {
+		return 0, fmt.Errorf("%w: invalid height %d", ErrVerifyFailed, height)
+	}
+	if int64(height) < p.initialHeight {
+		return 0, fmt.Errorf("%w: height %d is below the chain's initial height %d", ErrVerifyFailed,
+			height, p.initialHeight)
+	}
+	return int64(height), nil
+}
+
 // AppHash implements StateProvider.
 func (p *lightStateProvider) AppHash(ctx context.Context, height uint64) ([]byte, error) {
-	p.mtx.Lock()
-	defer p.mtx.Unlock()
-	next, err := p.verify(ctx, int64(height+1))
+	h, err := p.checkHeight(height)
 	if err != nil {
 		return nil, err
 	}
-	// height+2 must exist too: its commit makes height+1's header final,
-	// and State needs its validator set.
-	if _, err := p.verify(ctx, int64(height+2)); err != nil {
+	current, err := p.verify(ctx, h+1)
+	if err != nil {
 		return nil, err
 	}
-	return next.AppHash, nil
+	// State needs height+2 (the next validator set, and the commit that
+	// makes height+1 final): check it exists now, so that a snapshot at the
+	// tip is deferred here rather than failing after its restore.
+	if _, err := p.verify(ctx, h+2); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(current.AppHash), nil
 }
 
 // Commit implements StateProvider.
 func (p *lightStateProvider) Commit(ctx context.Context, height uint64) (*types.Commit, error) {
-	p.mtx.Lock()
-	defer p.mtx.Unlock()
-	lb, err := p.verify(ctx, int64(height))
+	h, err := p.checkHeight(height)
 	if err != nil {
 		return nil, err
 	}
-	return lb.Commit, nil
+	lb, err := p.verify(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return copyCommit(lb.Commit)
 }
 
-// State implements StateProvider.
+// copyCommit returns a deep copy of c (types.Commit.Clone shares the
+// signatures' bytes), so callers never alias what the light client or a
+// provider keeps.
+func copyCommit(c *types.Commit) (*types.Commit, error) {
+	bz, err := c.ToProto().Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding the commit of height %d: %w", ErrVerifyFailed, c.Height, err)
+	}
+	var pb cmtproto.Commit
+	if err := pb.Unmarshal(bz); err != nil {
+		return nil, fmt.Errorf("%w: decoding the commit of height %d: %w", ErrVerifyFailed, c.Height, err)
+	}
+	out, err := types.CommitFromProto(&pb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the commit of height %d: %w", ErrVerifyFailed, c.Height, err)
+	}
+	return out, nil
+}
+
+// copyBlockID returns a copy of id that shares no bytes with it.
+func copyBlockID(id types.BlockID) types.BlockID {
+	id.Hash = bytes.Clone(id.Hash)
+	id.PartSetHeader.Hash = bytes.Clone(id.PartSetHeader.Hash)
+	return id
+}
+
+// State implements StateProvider. Heights map onto the state as CometBFT's
+// own provider maps them: height is the last block, height+1 the current
+// one (the first block this node will execute), height+2 the next.
 func (p *lightStateProvider) State(ctx context.Context, height uint64) (sm.State, error) {
-	p.mtx.Lock()
-	defer p.mtx.Unlock()
-	last, err := p.verify(ctx, int64(height))
+	h, err := p.checkHeight(height)
 	if err != nil {
 		return sm.State{}, err
 	}
-	current, err := p.verify(ctx, int64(height+1))
-	if err != nil {
-		return sm.State{}, err
-	}
-	next, err := p.verify(ctx, int64(height+2))
-	if err != nil {
-		return sm.State{}, err
-	}
-	for _, lb := range []*types.LightBlock{last, current, next} {
-		if err := checkPriorities(lb.ValidatorSet); err != nil {
-			return sm.State{}, fmt.Errorf("%w: validator set at height %d: %w", ErrVerifyFailed, lb.Height, err)
+	var blocks [3]*types.LightBlock
+	for i := range blocks {
+		if blocks[i], err = p.verify(ctx, h+int64(i)); err != nil {
+			return sm.State{}, err
 		}
 	}
-
-	pctx, cancel := context.WithTimeout(ctx, p.timeout)
-	params, err := p.params.ConsensusParams(pctx, current.Height)
-	cancel()
-	if err != nil {
-		return sm.State{}, classifyLightErr(fmt.Errorf("fetching consensus params at height %d: %w", current.Height, err))
+	last, current, next := blocks[0], blocks[1], blocks[2]
+	if err := checkLinked(last, current); err != nil {
+		return sm.State{}, err
 	}
-	if got, want := params.Hash(), current.ConsensusHash; !bytes.Equal(got, want) {
-		return sm.State{}, fmt.Errorf("%w: consensus params hash %X does not match header %d's ConsensusHash %X",
-			ErrVerifyFailed, got, current.Height, want)
+	if err := checkLinked(current, next); err != nil {
+		return sm.State{}, err
+	}
+	if current.Version.Block != version.BlockProtocol {
+		return sm.State{}, fmt.Errorf("%w: the chain runs block protocol %d at height %d, this node %d",
+			ErrVerifyFailed, current.Version.Block, current.Height, version.BlockProtocol)
+	}
+
+	// Validator sets: membership and voting power are bound by the verified
+	// headers' validator hashes. Proposer priorities are not (the gap
+	// behind GHSA-g5xx-c4hv-9ccc), so they are taken as served and
+	// cross-checked between providers, never recomputed from zero.
+	var sets [3]*types.ValidatorSet
+	for i, lb := range blocks {
+		if sets[i], err = derivedValidatorSet(lb); err != nil {
+			return sm.State{}, err
+		}
+	}
+	if err := p.crossCheckPriorities(ctx, blocks[:]); err != nil {
+		return sm.State{}, err
+	}
+
+	params, err := p.consensusParams(ctx, current)
+	if err != nil {
+		return sm.State{}, err
 	}
 
 	return sm.State{
 		Version: cmtstate.Version{
 			Consensus: current.Version,
-			Software:  version.TMCoreSemVer,
+			Software:  p.software,
 		},
-		ChainID:                          p.lc.ChainID(),
+		ChainID:                          p.chainID,
 		InitialHeight:                    p.initialHeight,
 		LastBlockHeight:                  last.Height,
-		LastBlockID:                      last.Commit.BlockID,
+		LastBlockID:                      copyBlockID(current.LastBlockID),
 		LastBlockTime:                    last.Time,
-		NextValidators:                   next.ValidatorSet.Copy(),
-		Validators:                       current.ValidatorSet.Copy(),
-		LastValidators:                   last.ValidatorSet.Copy(),
+		NextValidators:                   sets[2],
+		Validators:                       sets[1],
+		LastValidators:                   sets[0],
 		LastHeightValidatorsChanged:      next.Height,
 		ConsensusParams:                  params,
 		LastHeightConsensusParamsChanged: current.Height,
-		LastResultsHash:                  current.LastResultsHash,
-		AppHash:                          current.AppHash,
+		LastResultsHash:                  bytes.Clone(current.LastResultsHash),
+		AppHash:                          bytes.Clone(current.AppHash),
 	}, nil
 }
 
-// checkPriorities bounds the proposer priorities of a validator set. The
-// validators hash a header commits to does not cover priorities, so a
-// provider could feed arbitrary ones (GHSA-g5xx-c4hv-9ccc); CometBFT keeps
-// every priority within PriorityWindowSizeFactor times the total voting
-// power and their sum centred on zero, so anything outside that is forged.
-func checkPriorities(vals *types.ValidatorSet) error {
-	if vals == nil || vals.IsNilOrEmpty() {
-		return errors.New("empty validator set")
+// checkLinked checks that upper is the block right above lower: it names
+// lower's block ID and carries the validator set lower announced.
+func checkLinked(lower, upper *types.LightBlock) error {
+	if !upper.LastBlockID.Equals(lower.Commit.BlockID) {
+		return fmt.Errorf("%w: header %d names block %v as its parent, the commit of %d is for %v",
+			ErrVerifyFailed, upper.Height, upper.LastBlockID, lower.Height, lower.Commit.BlockID)
 	}
-	total := vals.TotalVotingPower()
-	window := types.PriorityWindowSizeFactor * total
-	var sum int64
-	for _, v := range vals.Validators {
-		if v.ProposerPriority > window || v.ProposerPriority < -window {
-			return fmt.Errorf("proposer priority %d of %X outside [-%d, %d]", v.ProposerPriority, v.Address, window, window)
-		}
-		sum += v.ProposerPriority
-	}
-	if n := int64(len(vals.Validators)); sum/n > 1 || sum/n < -1 {
-		return fmt.Errorf("proposer priorities not centred (average %d)", sum/n)
+	if !bytes.Equal(lower.NextValidatorsHash, upper.ValidatorsHash) {
+		return fmt.Errorf("%w: header %d announces next validators %X, header %d has validators %X",
+			ErrVerifyFailed, lower.Height, lower.NextValidatorsHash, upper.Height, upper.ValidatorsHash)
 	}
 	return nil
+}
+
+// derivedValidatorSet returns a copy of lb's validator set rebuilt the way
+// CometBFT builds one from served validators
+// (types.ValidatorSetFromExistingValidators: priorities kept, canonical
+// order, total power recomputed), checked against the verified header,
+// with its proposer taken from the header.
+func derivedValidatorSet(lb *types.LightBlock) (*types.ValidatorSet, error) {
+	vals := make([]*types.Validator, 0, len(lb.ValidatorSet.Validators))
+	for _, v := range lb.ValidatorSet.Validators {
+		vals = append(vals, v.Copy())
+	}
+	set, err := types.ValidatorSetFromExistingValidators(vals)
+	if err != nil {
+		return nil, fmt.Errorf("%w: validator set at height %d: %w", ErrVerifyFailed, lb.Height, err)
+	}
+	if !bytes.Equal(set.Hash(), lb.ValidatorsHash) {
+		return nil, fmt.Errorf("%w: validator set at height %d hashes to %X, the header commits to %X",
+			ErrVerifyFailed, lb.Height, set.Hash(), lb.ValidatorsHash)
+	}
+	if err := checkPriorities(set); err != nil {
+		return nil, fmt.Errorf("%w: validator set at height %d: %w", ErrVerifyFailed, lb.Height, err)
+	}
+	// The proposer of round 0 is what consensus takes from the set; for a
+	// block committed in round 0 it is the header's proposer, which the
+	// commit signs. (Served sets carry no proposer, or an unverified one.)
+	_, proposer := set.GetByAddressMut(lb.ProposerAddress)
+	if proposer == nil {
+		return nil, fmt.Errorf("%w: the proposer %X of height %d is not in its validator set",
+			ErrVerifyFailed, lb.ProposerAddress, lb.Height)
+	}
+	if lb.Commit.Round == 0 {
+		set.Proposer = proposer
+	}
+	return set, nil
+}
+
+// checkPriorities checks what CometBFT's proposer selection keeps true of
+// every validator set it stores: after each update the priorities are
+// shifted to average zero, and increments preserve their sum. A set whose
+// priorities are far from centred was not produced by CometBFT.
+func checkPriorities(set *types.ValidatorSet) error {
+	if set.IsNilOrEmpty() {
+		return errors.New("empty validator set")
+	}
+	sum := new(big.Int)
+	for _, v := range set.Validators {
+		sum.Add(sum, big.NewInt(v.ProposerPriority))
+	}
+	avg := new(big.Int).Quo(sum, big.NewInt(int64(len(set.Validators))))
+	if avg.CmpAbs(big.NewInt(1)) > 0 {
+		return fmt.Errorf("proposer priorities average %v, CometBFT keeps them centred on 0", avg)
+	}
+	return nil
+}
+
+// crossCheckPriorities asks every provider for the light blocks at the
+// heights of blocks and compares the proposer priorities of those serving
+// the same header: they must all agree, and at least two providers must
+// serve each header. The light client does this when it verifies a header
+// against its witnesses, but not for headers verified backwards or
+// verified earlier, so it is repeated here for the sets State installs.
+func (p *lightStateProvider) crossCheckPriorities(ctx context.Context, blocks []*types.LightBlock) error {
+	type answer struct {
+		prov *checkedProvider
+		want *types.LightBlock
+		lb   *types.LightBlock
+		err  error
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	answers := make(chan answer, len(p.providers)*len(blocks))
+	var wg sync.WaitGroup
+	for _, prov := range p.providers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, want := range blocks {
+				lb, err := prov.inner.LightBlock(cctx, want.Height)
+				answers <- answer{prov: prov, want: want, lb: lb, err: err}
+			}
+		}()
+	}
+	wg.Wait()
+	close(answers)
+
+	confirmed := make(map[int64]int, len(blocks))
+	missing := make(map[int64]bool, len(blocks)) // a provider does not have the height (yet)
+	var problems []string
+	for a := range answers {
+		switch {
+		case a.err != nil:
+			problems = append(problems, fmt.Sprintf("%s at %d: %v", a.prov, a.want.Height, a.err))
+			if errors.Is(a.err, provider.ErrHeightTooHigh) || errors.Is(a.err, provider.ErrLightBlockNotFound) {
+				missing[a.want.Height] = true
+			}
+		case a.lb == nil || a.lb.SignedHeader == nil || a.lb.Header == nil || a.lb.ValidatorSet == nil:
+			problems = append(problems, fmt.Sprintf("%s at %d: incomplete light block", a.prov, a.want.Height))
+		case !bytes.Equal(a.lb.Hash(), a.want.Hash()):
+			p.logger.Error("Provider serves a header that conflicts with the verified one", "provider", a.prov,
+				"height", a.want.Height, "hash", a.lb.Hash(), "verified", a.want.Hash())
+			problems = append(problems, fmt.Sprintf("%s at %d: conflicting header %X", a.prov, a.want.Height,
+				a.lb.Hash()))
+		case !bytes.Equal(a.lb.ValidatorSet.Hash(), a.want.ValidatorsHash):
+			problems = append(problems, fmt.Sprintf("%s at %d: validator set does not match its header",
+				a.prov, a.want.Height))
+		case !bytes.Equal(a.lb.ValidatorSet.ProposerPriorityHash(), a.want.ValidatorSet.ProposerPriorityHash()):
+			return fmt.Errorf("%w: %s serves validator set proposer priorities at height %d that differ "+
+				"from another provider's (%X, %X): refusing to install either", ErrVerifyFailed, a.prov,
+				a.want.Height, a.lb.ValidatorSet.ProposerPriorityHash(), a.want.ValidatorSet.ProposerPriorityHash())
+		default:
+			confirmed[a.want.Height]++
+		}
+	}
+	for _, b := range blocks {
+		if n := confirmed[b.Height]; n < 2 {
+			kind := ErrProviderTransient
+			if missing[b.Height] {
+				kind = ErrHeightNotAvailable
+			}
+			err := fmt.Errorf("%w: the validator set at height %d was confirmed by %d provider(s), 2 are "+
+				"needed to cross-check proposer priorities (%s)", kind, b.Height, n, strings.Join(problems, "; "))
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %w", err, context.Cause(ctx))
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// consensusParams fetches the params in force at current's height and
+// accepts them only if their hash is current's ConsensusHash.
+func (p *lightStateProvider) consensusParams(ctx context.Context, current *types.LightBlock) (types.ConsensusParams, error) {
+	sources, ok := p.params.(paramsSources)
+	if !ok {
+		sources = paramsSources{p.params}
+	}
+	var errs, mismatches []error
+	for _, src := range sources {
+		pctx, cancel := context.WithTimeout(ctx, p.timeout)
+		params, err := src.ConsensusParams(pctx, current.Height)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if got := params.Hash(); !bytes.Equal(got, current.ConsensusHash) {
+			mismatches = append(mismatches, fmt.Errorf("params hash to %X", got))
+			continue
+		}
+		if err := params.ValidateBasic(); err != nil {
+			mismatches = append(mismatches, err)
+			continue
+		}
+		// The only reference field; the source may keep its own.
+		params.Validator.PubKeyTypes = slices.Clone(params.Validator.PubKeyTypes)
+		return params, nil
+	}
+	what := fmt.Sprintf("fetching the consensus params at height %d", current.Height)
+	if len(mismatches) > 0 {
+		return types.ConsensusParams{}, fmt.Errorf("%w: %s: header %d commits to params hash %X, but: %w",
+			ErrVerifyFailed, what, current.Height, current.ConsensusHash, errors.Join(mismatches...))
+	}
+	err := errors.Join(errs...)
+	switch {
+	case ctx.Err() != nil:
+		return types.ConsensusParams{}, fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, context.Cause(ctx))
+	case errors.Is(err, provider.ErrHeightTooHigh), errors.Is(err, provider.ErrLightBlockNotFound):
+		return types.ConsensusParams{}, fmt.Errorf("%w: %s: no source has them yet: %w", ErrHeightNotAvailable,
+			what, err)
+	default:
+		// However a source fails, the params exist (the header commits to
+		// them); the source did not deliver. That says nothing about the
+		// snapshot.
+		return types.ConsensusParams{}, fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, err)
+	}
+}
+
+// checkedProvider adapts a provider's errors to what light.Client expects.
+// The light client compares errors by identity and permanently drops a
+// provider for any error other than the provider package's sentinels and
+// bare context errors, so one dropped connection or HTTP 429 would cost it
+// a witness for good: transient failures become provider.ErrNoResponse
+// (the provider is kept), and the original error is kept for messages.
+type checkedProvider struct {
+	inner       provider.Provider
+	name        string
+	lastFailure atomic.Pointer[providerFailure]
+}
+
+type providerFailure struct {
+	at  time.Time
+	err error
+}
+
+var _ provider.Provider = (*checkedProvider)(nil)
+
+func newCheckedProvider(inner provider.Provider) *checkedProvider {
+	name := fmt.Sprintf("%T", inner)
+	if s, ok := inner.(fmt.Stringer); ok {
+		name = s.String()
+	}
+	return &checkedProvider{inner: inner, name: name}
+}
+
+func (p *checkedProvider) String() string { return p.name }
+
+// ChainID implements provider.Provider.
+func (p *checkedProvider) ChainID() string { return p.inner.ChainID() }
+
+// ReportEvidence implements provider.Provider.
+func (p *checkedProvider) ReportEvidence(ctx context.Context, ev types.Evidence) error {
+	return p.inner.ReportEvidence(ctx, ev)
+}
+
+// LightBlock implements provider.Provider.
+func (p *checkedProvider) LightBlock(ctx context.Context, height int64) (*types.LightBlock, error) {
+	lb, err := p.inner.LightBlock(ctx, height)
+	if err == nil && lb == nil {
+		err = provider.ErrBadLightBlock{Reason: errors.New("no light block and no error")}
+	}
+	if err == nil {
+		return lb, nil
+	}
+	p.lastFailure.Store(&providerFailure{at: time.Now(), err: err})
+	return nil, lightClientError(ctx, err)
+}
+
+// lightClientError maps err to the values light.Client branches on.
+func lightClientError(ctx context.Context, err error) error {
+	var bad provider.ErrBadLightBlock
+	switch {
+	case err == provider.ErrHeightTooHigh, err == provider.ErrLightBlockNotFound, err == provider.ErrNoResponse: //nolint:errorlint // light.Client compares by identity
+		return err
+	case errors.As(err, &bad):
+		return bad
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, provider.ErrHeightTooHigh):
+		return provider.ErrHeightTooHigh
+	case errors.Is(err, provider.ErrLightBlockNotFound):
+		return provider.ErrLightBlockNotFound
+	case errors.Is(err, provider.ErrNoResponse), isTransient(err):
+		return provider.ErrNoResponse
+	default:
+		return err
+	}
+}
+
+// httpUnavailable matches the status line CometBFT's JSON-RPC client puts
+// in its errors for rate limiting and gateway failures.
+var httpUnavailable = regexp.MustCompile(`Status: (408|425|429|500|502|503|504)\b`)
+
+// isTransient reports whether err says a source was unavailable rather
+// than wrong: timeouts, refused or reset connections, rate limits, a peer
+// that went away.
+func isTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ErrProviderTransient), errors.Is(err, provider.ErrNoResponse),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, ErrTimeout), errors.Is(err, ErrNoPeers), errors.Is(err, ErrStopped),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.As(err, &netErr):
+		return true
+	}
+	return httpUnavailable.MatchString(err.Error())
 }

@@ -2,8 +2,12 @@ package statesync
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -13,20 +17,35 @@ import (
 	lighthttp "github.com/cometbft/cometbft/light/provider/http"
 	cmtstate "github.com/cometbft/cometbft/proto/tendermint/state"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	jsonrpcclient "github.com/cometbft/cometbft/rpc/jsonrpc/client"
 	"github.com/cometbft/cometbft/types"
 )
 
-// NewRPCStateProvider returns a StateProvider verifying light blocks from
-// CometBFT RPC servers: the first is the light client's primary, the others
-// its witnesses, and consensus params come from the primary (checked
-// against the verified header).
+// rpcIdleConnTimeout closes idle keep-alive connections to RPC servers.
+const rpcIdleConnTimeout = 90 * time.Second
+
+// NewRPCStateProvider returns a StateProvider that verifies light blocks
+// fetched from CometBFT RPC servers (endpoints commit and validators) with
+// CometBFT's light client: the first server is the primary, the others
+// are witnesses. Consensus params come from the servers' consensus_params
+// endpoint, primary first, and are accepted only if they hash to the
+// verified header's ConsensusHash.
 //
-// servers are normalised (default scheme http, lower-case host, no trailing
-// slash) and deduplicated: at least two distinct servers are required, or
-// the error wraps ErrNotEnoughPeers — the same server twice gives no witness
-// cross-check. An expired trust root wraps ErrTrustExpired; invalid trust
-// options wrap ErrInvalidConfig. Every verification is bounded by
-// verifyTimeout.
+// chainID, version.Software and initialHeight are the node's own (from its
+// genesis). servers are normalised (scheme http unless given, tcp:// read
+// as http://, lower-case host, default port and trailing slash dropped)
+// and deduplicated. verifyTimeout bounds every verification and every
+// HTTP request (DefaultVerifyTimeout if not positive); ctx bounds the
+// construction, which fetches and checks the trusted header.
+//
+// Errors: fewer than two distinct servers wraps ErrNotEnoughPeers (the
+// same server twice gives no witness cross-check); a malformed address or
+// invalid trust options wrap ErrInvalidConfig; a trust root older than
+// trust.Period wraps ErrTrustExpired; unreachable servers wrap
+// ErrProviderTransient.
+//
+// The returned provider also implements io.Closer, which closes idle
+// connections to the servers once the provider is no longer needed.
 func NewRPCStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
 	servers []string, trust light.TrustOptions, verifyTimeout time.Duration, logger log.Logger,
 ) (StateProvider, error) {
@@ -35,46 +54,69 @@ func NewRPCStateProvider(ctx context.Context, chainID string, ver cmtstate.Versi
 		return nil, err
 	}
 	if len(distinct) < 2 {
-		return nil, fmt.Errorf("%w: statesync.rpc_servers needs at least 2 distinct RPC servers, got %d (%v): "+
-			"the same server twice gives no witness cross-check", ErrNotEnoughPeers, len(distinct), servers)
+		return nil, fmt.Errorf("%w: statesync.rpc_servers needs at least 2 distinct RPC servers, got %d (%q "+
+			"normalised to %q): the same server twice gives no witness cross-check",
+			ErrNotEnoughPeers, len(distinct), servers, distinct)
 	}
+	if verifyTimeout <= 0 {
+		verifyTimeout = DefaultVerifyTimeout
+	}
+	rp := &rpcStateProvider{}
 	providers := make([]provider.Provider, 0, len(distinct))
-	var primary *rpchttp.HTTP
-	for i, server := range distinct {
-		c, err := rpchttp.NewWithTimeout(server, "/websocket", uint(max(verifyTimeout/time.Second, 1)))
+	params := make(paramsSources, 0, len(distinct))
+	for _, server := range distinct {
+		hc, err := jsonrpcclient.DefaultHTTPClient(server)
 		if err != nil {
-			return nil, fmt.Errorf("%w: statesync.rpc_servers: %s: %w", ErrInvalidConfig, server, err)
+			return nil, invalid("rpc_servers", "%s: %v", server, err)
 		}
-		if i == 0 {
-			primary = c
+		hc.Timeout = verifyTimeout
+		if tr, ok := hc.Transport.(*http.Transport); ok {
+			tr.IdleConnTimeout = rpcIdleConnTimeout
+			rp.transports = append(rp.transports, tr)
+		}
+		c, err := rpchttp.NewWithClient(server, "/websocket", hc)
+		if err != nil {
+			return nil, invalid("rpc_servers", "%s: %v", server, err)
 		}
 		providers = append(providers, lighthttp.NewWithClient(chainID, c))
+		params = append(params, rpcParams{c: c, remote: server})
 	}
-	return newLightStateProvider(ctx, chainID, ver, initialHeight, providers[0], providers[1:], trust,
-		rpcParams{c: primary}, verifyTimeout, logger)
+	sp, err := newLightStateProvider(ctx, chainID, ver, initialHeight, providers[0], providers[1:], trust,
+		params, verifyTimeout, logger)
+	if err != nil {
+		_ = rp.Close()
+		return nil, err
+	}
+	rp.lightStateProvider = sp
+	return rp, nil
+}
+
+// rpcStateProvider is the light state provider over RPC servers.
+type rpcStateProvider struct {
+	*lightStateProvider
+	transports []*http.Transport
+}
+
+// Close closes idle connections to the RPC servers. The provider still
+// works afterwards (it reconnects).
+func (p *rpcStateProvider) Close() error {
+	for _, tr := range p.transports {
+		tr.CloseIdleConnections()
+	}
+	return nil
 }
 
 // normaliseServers canonicalises RPC server addresses and drops duplicates,
-// keeping the first occurrence's order.
+// keeping the order of first occurrences. Errors wrap ErrInvalidConfig and
+// name statesync.rpc_servers.
 func normaliseServers(servers []string) ([]string, error) {
 	seen := make(map[string]bool, len(servers))
 	out := make([]string, 0, len(servers))
 	for _, s := range servers {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
+		norm, err := normaliseServer(s)
+		if err != nil {
+			return nil, err
 		}
-		if !strings.Contains(s, "://") {
-			s = "http://" + s
-		}
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("%w: statesync.rpc_servers: invalid address %q", ErrInvalidConfig, s)
-		}
-		u.Scheme = strings.ToLower(u.Scheme)
-		u.Host = strings.ToLower(u.Host)
-		u.Path = strings.TrimRight(u.Path, "/")
-		norm := u.String()
 		if !seen[norm] {
 			seen[norm] = true
 			out = append(out, norm)
@@ -83,13 +125,81 @@ func normaliseServers(servers []string) ([]string, error) {
 	return out, nil
 }
 
-// rpcParams fetches consensus params over RPC.
-type rpcParams struct{ c *rpchttp.HTTP }
+func normaliseServer(s string) (string, error) {
+	raw := strings.TrimSpace(s)
+	if raw == "" {
+		return "", invalid("rpc_servers", "empty entry")
+	}
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", invalid("rpc_servers", "invalid address %q: %v", s, err)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Fragment, u.RawFragment, u.RawPath = "", "", ""
+	switch u.Scheme {
+	case "unix":
+		if u.Path == "" {
+			return "", invalid("rpc_servers", "invalid address %q: no socket path", s)
+		}
+		return "unix://" + u.Path, nil
+	case "tcp":
+		u.Scheme = "http"
+	case "http", "https":
+	default:
+		return "", invalid("rpc_servers", "invalid address %q: unsupported scheme %q", s, u.Scheme)
+	}
+	if u.Host == "" {
+		return "", invalid("rpc_servers", "invalid address %q: no host", s)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	switch {
+	case port != "":
+		u.Host = net.JoinHostPort(host, port)
+	case strings.Contains(host, ":"): // IPv6 literal
+		u.Host = "[" + host + "]"
+	default:
+		u.Host = host
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u.String(), nil
+}
 
+// The messages CometBFT's RPC uses for heights it does not have (the light
+// http provider matches the same ones).
+var (
+	rpcHeightTooHigh   = regexp.MustCompile(`height \d+ must be less than or equal to`)
+	rpcHeightNotStored = regexp.MustCompile(`height \d+ is not available`)
+)
+
+// rpcParams fetches consensus params from one RPC server.
+type rpcParams struct {
+	c      *rpchttp.HTTP
+	remote string
+}
+
+func (p rpcParams) String() string { return p.remote }
+
+// ConsensusParams implements ParamsSource.
 func (p rpcParams) ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error) {
 	res, err := p.c.ConsensusParams(ctx, &height)
-	if err != nil {
-		return types.ConsensusParams{}, err
+	switch {
+	case err != nil && rpcHeightTooHigh.MatchString(err.Error()):
+		return types.ConsensusParams{}, fmt.Errorf("%s: %w: %w", p.remote, provider.ErrHeightTooHigh, err)
+	case err != nil && rpcHeightNotStored.MatchString(err.Error()):
+		return types.ConsensusParams{}, fmt.Errorf("%s: %w: %w", p.remote, provider.ErrLightBlockNotFound, err)
+	case err != nil:
+		return types.ConsensusParams{}, fmt.Errorf("%s: %w", p.remote, err)
+	case res == nil:
+		return types.ConsensusParams{}, fmt.Errorf("%s: %w", p.remote, errors.New("empty consensus_params result"))
+	case res.BlockHeight != height:
+		return types.ConsensusParams{}, fmt.Errorf("%s: asked for the params at height %d, got height %d",
+			p.remote, height, res.BlockHeight)
 	}
 	return res.ConsensusParams, nil
 }

@@ -1,16 +1,65 @@
-// Package kvapp is an in-process ABCI application for tests: a key-value
-// state that really snapshots and restores, and that can be told to
+// Package kvapp is an in-process ABCI application (CometBFT v0.40) for
+// tests, benchmarks and the demo: a state that really snapshots and
+// restores, that can run on a live chain, and that can be told to
 // misbehave.
 //
-// State and hash. The state is a sorted key/value map. Its canonical
-// serialisation is, per key in order, uvarint(len(k)) k uvarint(len(v)) v;
-// the app hash is the SHA-256 of that serialisation.
+// # State and app hash
 //
-// Snapshot format 1. The serialisation cut every ChunkSize bytes. The
-// metadata is the SHA-256 of every chunk, concatenated; the snapshot hash
-// is the SHA-256 of the metadata. A restoring app checks each chunk against
-// the metadata, so a corrupt chunk is caught at once: it answers RETRY with
-// RefetchChunks=[i] and RejectSenders=[sender].
+// Key-value mode (the default): the state is a sorted key/value map. Its
+// canonical serialisation is, per key in order, uvarint(len(k)) k
+// uvarint(len(v)) v; the app hash is the SHA-256 of that serialisation.
+// Options{Keys, ValueSize, Seed} generates Keys keys "key-%08d" with
+// ValueSize pseudo-random bytes each, deterministically from Seed; the
+// state does not depend on the height.
+//
+// Streaming mode (Options.StreamBytes > 0), for benchmarks with states of
+// gigabytes: the state is a pseudo-random byte stream of StreamBytes bytes,
+// chunk i generated from (Seed, i) alone, and the app hash is the SHA-256
+// of the stream. The serving app generates each chunk when it is loaded;
+// the restoring app verifies and hashes each chunk as it is applied and
+// keeps only the digest. Neither ever holds the whole state. The app hash
+// is the SHA-256 of "kvapp-stream", the SHA-256 of every chunk in order,
+// and uvarint(StreamBytes): each byte is hashed once, by the per-chunk
+// check, and the hash depends on ChunkSize too. A serving app computes the
+// chunk hashes once per process for equal (Seed, StreamBytes, ChunkSize),
+// on every CPU (about 1.5 s of CPU per GiB). A streaming app accepts no
+// transactions.
+//
+// # Snapshots
+//
+// A snapshot is the canonical state (serialisation or stream) cut every
+// ChunkSize bytes (default 64 KiB). Its metadata is one kind byte ('K' for
+// key-value, 'S' for stream) followed by the SHA-256 of every chunk; its
+// hash is the SHA-256 of the metadata. Metadata therefore grows by 32 bytes
+// per chunk: keep snapshots under about 2000 chunks to stay within the
+// 64 KiB metadata limit of the wire protocol.
+//
+// The restoring app (any App, typically New(Options{})) accepts an offered
+// snapshot whose format it supports (Options.Formats, default {Format})
+// and whose metadata is consistent, then checks every applied chunk
+// against the metadata: a corrupt chunk is answered RETRY with
+// RefetchChunks=[i] and RejectSenders=[sender]. Chunks must come in index
+// order; re-applying an already applied chunk with the right content is
+// accepted again without effect; a chunk beyond the next expected one is
+// answered REJECT_SNAPSHOT. After the last chunk the app checks the app
+// hash against the trusted one of the offer (when given), and answers
+// REJECT_SNAPSHOT on mismatch; otherwise the state is installed and Info
+// reports the snapshot height and the app hash.
+//
+// # Live chains
+//
+// On a CometBFT chain the app applies transactions "key=value" in
+// FinalizeBlock (returning the new app hash), makes them durable in
+// Commit, and with SnapshotInterval > 0 takes a snapshot at every multiple
+// of it, keeping the last SnapshotKeep. Query reads a key (in Data, or the
+// path "/key"). Everything is deterministic.
+//
+// # Misbehaviour and observation
+//
+// Misbehave changes the Knobs under the app's lock; tests may call it at
+// any time, also while the app is in use. Counters (Stats, Offers,
+// Applied), the OnApply hook, Changed and the Wait* helpers let tests wait
+// for events instead of sleeping.
 package kvapp
 
 import (
@@ -20,82 +69,80 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"math/rand"
 	"sort"
+	"strings"
 	"sync"
 
 	abci "github.com/cometbft/cometbft/abci/types"
 )
 
-// Format is the only snapshot format the app produces and accepts.
+// Format is the snapshot format the app produces, and the only one it
+// accepts, unless Options say otherwise.
 const Format uint32 = 1
 
-// Options describe the state a serving app generates.
+// Transaction result codes.
+const (
+	CodeOK       uint32 = abci.CodeTypeOK
+	CodeBadTx    uint32 = 1 // not of the form key=value with a non-empty key
+	CodeReadOnly uint32 = 2 // a streaming app accepts no transactions
+)
+
+// Options describe the app.
 type Options struct {
-	Keys       int    // number of keys
-	ValueSize  int    // bytes per value
-	ChunkSize  int    // snapshot chunk size (default 64 KiB)
-	Seed       int64  // deterministic content
-	Height     int64  // height of the state and of its snapshot
-	AppVersion uint64 // reported by Info (default 1)
+	Keys      int   // number of generated keys (key-value mode)
+	ValueSize int   // bytes per generated value
+	Seed      int64 // makes the content deterministic
+	// StreamBytes > 0 selects streaming mode: the state is this many
+	// pseudo-random bytes (Keys and ValueSize are ignored).
+	StreamBytes int64
+	// Height is the height of the generated state. With content (Keys or
+	// StreamBytes > 0) and Height > 0, New takes a snapshot at Height.
+	Height     int64
+	ChunkSize  int      // snapshot chunk size (default 64 KiB)
+	Format     uint32   // format of the snapshots the app takes (default Format)
+	Formats    []uint32 // formats OfferSnapshot accepts (default: {Format})
+	AppVersion uint64   // reported by Info (default 1)
+	// SnapshotInterval > 0 makes Commit take a snapshot at every height
+	// that is a multiple of it, keeping the last SnapshotKeep (default 10).
+	SnapshotInterval int64
+	SnapshotKeep     int
 }
 
 // App is the application. Safe for concurrent use.
 type App struct {
 	abci.BaseApplication
 
-	mtx        sync.Mutex
-	data       map[string][]byte
-	height     int64
-	appHash    []byte
-	appVersion uint64
-	chunkSize  int
-	snapshots  []*stored
+	opts Options
 
-	restore *restoreState
+	mtx       sync.Mutex
+	data      map[string][]byte // key-value mode
+	streamed  bool              // streaming mode: the state is a stream
+	stream    *stream           // the generated stream (nil once restored: only size and hash are known)
+	size      int64             // bytes of the canonical state
+	height    int64
+	appHash   []byte
+	pending   *block // finalized, not committed
+	snapshots []*stored
+	restore   *restoreState
+
 	knobs   Knobs
-
-	offers  int
+	stats   Stats
 	applied []uint32
 	onApply func(index uint32)
+	changed chan struct{}
 }
 
-type stored struct {
-	snap   *abci.Snapshot
-	chunks [][]byte
+type block struct {
+	height  int64
+	data    map[string][]byte
+	size    int64
+	appHash []byte
 }
 
-type restoreState struct {
-	snap     *abci.Snapshot
-	appHash  []byte
-	next     uint32
-	buf      bytes.Buffer
-	hasher   hash.Hash
-	checksum [][]byte
-}
-
-// Knobs make the app misbehave. Set them with Misbehave.
-type Knobs struct {
-	// OfferResult, if set, is returned by OfferSnapshot (once per entry,
-	// in order; the last one sticks if Sticky).
-	OfferResults []abci.ResponseOfferSnapshot_Result
-	// RejectFormat makes OfferSnapshot answer REJECT_FORMAT for it.
-	RejectFormat *uint32
-	// ApplyResults[i] lists results ApplySnapshotChunk returns for chunk i
-	// before behaving normally, one per call.
-	ApplyResults map[uint32][]abci.ResponseApplySnapshotChunk
-	// CorruptChunks are served with a flipped byte.
-	CorruptChunks map[uint32]bool
-	// MissingChunks are served as missing (nil).
-	MissingChunks map[uint32]bool
-	// LoadGate, if set, blocks LoadSnapshotChunk until closed.
-	LoadGate chan struct{}
-}
-
-// New returns an app holding the generated state of opts and a snapshot
-// of it at opts.Height. With opts.Keys == 0 it is an empty app, ready to
-// be restored.
+// New returns an app holding the state opts describe and, if it has
+// content and opts.Height > 0, a snapshot of it at opts.Height. New(Options{})
+// is an empty app, ready to be restored or to start a chain.
 func New(opts Options) *App {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = 64 << 10
@@ -103,22 +150,41 @@ func New(opts Options) *App {
 	if opts.AppVersion == 0 {
 		opts.AppVersion = 1
 	}
-	a := &App{data: make(map[string][]byte), chunkSize: opts.ChunkSize, appVersion: opts.AppVersion}
-	rng := rand.New(rand.NewSource(opts.Seed))
-	for i := 0; i < opts.Keys; i++ {
-		v := make([]byte, opts.ValueSize)
-		rng.Read(v)
-		a.data[fmt.Sprintf("key-%08d", i)] = v
+	if opts.Format == 0 {
+		opts.Format = Format
 	}
-	a.height = opts.Height
-	a.appHash = Hash(a.data)
-	if opts.Keys > 0 && opts.Height > 0 {
-		a.takeSnapshot()
+	if len(opts.Formats) == 0 {
+		opts.Formats = []uint32{Format}
+	}
+	if opts.SnapshotKeep <= 0 {
+		opts.SnapshotKeep = 10
+	}
+	a := &App{opts: opts, data: map[string][]byte{}, height: opts.Height, changed: make(chan struct{})}
+	content := false
+	if opts.StreamBytes > 0 {
+		s := stream{seed: opts.Seed, size: opts.StreamBytes, chunkSize: opts.ChunkSize}
+		a.stream, a.streamed, a.data = &s, true, nil
+		a.size, a.appHash = s.size, s.digest().appHash
+		content = true
+	} else {
+		rng := rand.New(rand.NewSource(opts.Seed))
+		for i := 0; i < opts.Keys; i++ {
+			v := make([]byte, opts.ValueSize)
+			rng.Read(v)
+			a.data[fmt.Sprintf("key-%08d", i)] = v
+		}
+		ser := Serialize(a.data)
+		sum := sha256.Sum256(ser)
+		a.size, a.appHash = int64(len(ser)), sum[:]
+		content = opts.Keys > 0
+	}
+	if content && opts.Height > 0 {
+		a.addSnapshot(uint64(opts.Height), opts.Format)
 	}
 	return a
 }
 
-// Serialize returns the canonical serialisation of data.
+// Serialize returns the canonical serialisation of a key-value state.
 func Serialize(data map[string][]byte) []byte {
 	keys := make([]string, 0, len(data))
 	for k := range data {
@@ -137,73 +203,85 @@ func Serialize(data map[string][]byte) []byte {
 	return buf.Bytes()
 }
 
-// Hash is the app hash of data.
+// Hash is the app hash of a key-value state.
 func Hash(data map[string][]byte) []byte {
 	h := sha256.Sum256(Serialize(data))
 	return h[:]
 }
 
+var errTruncated = errors.New("kvapp: truncated serialisation")
+
+// parse decodes a canonical serialisation.
 func parse(b []byte) (map[string][]byte, error) {
 	out := make(map[string][]byte)
 	r := bytes.NewReader(b)
-	for r.Len() > 0 {
-		kl, err := binary.ReadUvarint(r)
-		if err != nil || kl > uint64(r.Len()) {
-			return nil, errors.New("bad key length")
+	next := func() ([]byte, error) {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Len()) {
+			return nil, errTruncated
 		}
-		k := make([]byte, kl)
-		_, _ = r.Read(k)
-		vl, err := binary.ReadUvarint(r)
-		if err != nil || vl > uint64(r.Len()) {
-			return nil, errors.New("bad value length")
-		}
-		v := make([]byte, vl)
+		v := make([]byte, n)
 		_, _ = r.Read(v)
+		return v, nil
+	}
+	for r.Len() > 0 {
+		k, err := next()
+		if err != nil {
+			return nil, err
+		}
+		v, err := next()
+		if err != nil {
+			return nil, err
+		}
 		out[string(k)] = v
 	}
 	return out, nil
 }
 
-// takeSnapshot snapshots the current state at the current height.
-func (a *App) takeSnapshot() {
-	ser := Serialize(a.data)
-	var chunks [][]byte
-	var meta []byte
-	for off := 0; off < len(ser) || off == 0; off += a.chunkSize {
-		end := min(off+a.chunkSize, len(ser))
-		c := ser[off:end]
-		chunks = append(chunks, c)
-		sum := sha256.Sum256(c)
-		meta = append(meta, sum[:]...)
-		if end == len(ser) {
-			break
-		}
-	}
-	h := sha256.Sum256(meta)
-	a.snapshots = append(a.snapshots, &stored{
-		snap:   &abci.Snapshot{Height: uint64(a.height), Format: Format, Chunks: uint32(len(chunks)), Hash: h[:], Metadata: meta},
-		chunks: chunks,
-	})
+// notify wakes every waiter of Changed. Caller holds a.mtx.
+func (a *App) notify() {
+	close(a.changed)
+	a.changed = make(chan struct{})
 }
 
-// AppHash returns the current app hash.
+// AppHash returns the app hash of the committed state.
 func (a *App) AppHash() []byte {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
 	return append([]byte(nil), a.appHash...)
 }
 
-// Height returns the height of the current state.
+// Height returns the height of the committed state.
 func (a *App) Height() int64 {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
 	return a.height
 }
 
-// Data returns a copy of the state.
+// Size returns the size in bytes of the canonical state (the serialisation,
+// or the stream).
+func (a *App) Size() int64 {
+	a.mtx.Lock()
+	defer a.mtx.Unlock()
+	return a.size
+}
+
+// Streaming reports whether the app is in streaming mode (generated or
+// restored from a stream snapshot).
+func (a *App) Streaming() bool {
+	a.mtx.Lock()
+	defer a.mtx.Unlock()
+	return a.streamed
+}
+
+// Data returns a copy of the committed key-value state (nil in streaming
+// mode).
 func (a *App) Data() map[string][]byte {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
+	if a.data == nil {
+		return nil
+	}
 	out := make(map[string][]byte, len(a.data))
 	for k, v := range a.data {
 		out[k] = v
@@ -211,180 +289,130 @@ func (a *App) Data() map[string][]byte {
 	return out
 }
 
-// Snapshot returns the app's snapshot at height, or nil.
-func (a *App) Snapshot(height uint64) *abci.Snapshot {
+// Get returns the committed value of key.
+func (a *App) Get(key string) ([]byte, bool) {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
-	for _, s := range a.snapshots {
-		if s.snap.Height == height {
-			return s.snap
-		}
-	}
-	return nil
-}
-
-// Misbehave changes the knobs under the lock.
-func (a *App) Misbehave(f func(k *Knobs)) {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	f(&a.knobs)
-}
-
-// OnApply registers a hook called (outside the lock) after every accepted
-// chunk.
-func (a *App) OnApply(f func(index uint32)) {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	a.onApply = f
-}
-
-// Offers returns how many snapshots were offered.
-func (a *App) Offers() int {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	return a.offers
-}
-
-// Applied returns the indexes of accepted chunks, in order.
-func (a *App) Applied() []uint32 {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	return append([]uint32(nil), a.applied...)
+	v, ok := a.data[key]
+	return v, ok
 }
 
 // Info implements abci.Application.
 func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, error) {
 	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	return &abci.ResponseInfo{
-		Data: "kvapp", AppVersion: a.appVersion, LastBlockHeight: a.height,
-		LastBlockAppHash: append([]byte(nil), a.appHash...),
-	}, nil
-}
-
-// ListSnapshots implements abci.Application.
-func (a *App) ListSnapshots(context.Context, *abci.RequestListSnapshots) (*abci.ResponseListSnapshots, error) {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	out := &abci.ResponseListSnapshots{}
-	for _, s := range a.snapshots {
-		out.Snapshots = append(out.Snapshots, s.snap)
+	res := &abci.ResponseInfo{
+		Data: "kvapp", Version: "1", AppVersion: a.opts.AppVersion,
+		LastBlockHeight: a.height, LastBlockAppHash: append([]byte(nil), a.appHash...),
 	}
-	return out, nil
-}
-
-// LoadSnapshotChunk implements abci.Application.
-func (a *App) LoadSnapshotChunk(ctx context.Context, req *abci.RequestLoadSnapshotChunk) (*abci.ResponseLoadSnapshotChunk, error) {
-	a.mtx.Lock()
-	gate := a.knobs.LoadGate
+	override := a.knobs.InfoOverride
 	a.mtx.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if override != nil {
+		override(res)
 	}
+	return res, nil
+}
+
+// parseTx splits "key=value".
+func parseTx(tx []byte) (key, value []byte, ok bool) {
+	k, v, found := bytes.Cut(tx, []byte("="))
+	if !found || len(k) == 0 {
+		return nil, nil, false
+	}
+	return k, v, true
+}
+
+// CheckTx implements abci.Application: accepts "key=value".
+func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	if a.Streaming() {
+		return &abci.ResponseCheckTx{Code: CodeReadOnly, Log: "streaming app accepts no transactions"}, nil
+	}
+	if _, _, ok := parseTx(req.Tx); !ok {
+		return &abci.ResponseCheckTx{Code: CodeBadTx, Log: "want key=value"}, nil
+	}
+	return &abci.ResponseCheckTx{Code: CodeOK}, nil
+}
+
+// InitChain implements abci.Application. The app keeps its state (empty,
+// or generated) and returns its hash: a genesis app_hash must be empty or
+// equal to it.
+func (a *App) InitChain(context.Context, *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
-	if a.knobs.MissingChunks[req.Chunk] {
-		return &abci.ResponseLoadSnapshotChunk{}, nil
-	}
-	for _, s := range a.snapshots {
-		if s.snap.Height == req.Height && s.snap.Format == req.Format && req.Chunk < s.snap.Chunks {
-			c := s.chunks[req.Chunk]
-			if a.knobs.CorruptChunks[req.Chunk] {
-				c = append([]byte(nil), c...)
-				c[0] ^= 0xff
+	return &abci.ResponseInitChain{AppHash: append([]byte(nil), a.appHash...)}, nil
+}
+
+// FinalizeBlock implements abci.Application: applies the block's
+// "key=value" transactions in order to a copy of the state and returns
+// its hash. The state becomes current at Commit.
+func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	a.mtx.Lock()
+	defer a.mtx.Unlock()
+	res := &abci.ResponseFinalizeBlock{TxResults: make([]*abci.ExecTxResult, len(req.Txs))}
+	b := &block{height: req.Height, data: a.data, size: a.size, appHash: a.appHash}
+	copied := false
+	for i, tx := range req.Txs {
+		k, v, ok := parseTx(tx)
+		switch {
+		case a.streamed:
+			res.TxResults[i] = &abci.ExecTxResult{Code: CodeReadOnly, Log: "streaming app accepts no transactions"}
+			continue
+		case !ok:
+			res.TxResults[i] = &abci.ExecTxResult{Code: CodeBadTx, Log: "want key=value"}
+			continue
+		}
+		if !copied {
+			b.data = make(map[string][]byte, len(a.data)+len(req.Txs))
+			for key, val := range a.data {
+				b.data[key] = val
 			}
-			return &abci.ResponseLoadSnapshotChunk{Chunk: c}, nil
+			copied = true
 		}
+		b.data[string(k)] = append([]byte(nil), v...)
+		res.TxResults[i] = &abci.ExecTxResult{Code: CodeOK}
 	}
-	return &abci.ResponseLoadSnapshotChunk{}, nil
+	if copied {
+		ser := Serialize(b.data)
+		sum := sha256.Sum256(ser)
+		b.size, b.appHash = int64(len(ser)), sum[:]
+	}
+	a.pending = b
+	res.AppHash = append([]byte(nil), b.appHash...)
+	return res, nil
 }
 
-// OfferSnapshot implements abci.Application.
-func (a *App) OfferSnapshot(_ context.Context, req *abci.RequestOfferSnapshot) (*abci.ResponseOfferSnapshot, error) {
+// Commit implements abci.Application: makes the finalized block's state
+// current and takes a snapshot if the height is a multiple of
+// SnapshotInterval.
+func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
-	a.offers++
-	if len(a.knobs.OfferResults) > 0 {
-		res := a.knobs.OfferResults[0]
-		a.knobs.OfferResults = a.knobs.OfferResults[1:]
-		if res != abci.ResponseOfferSnapshot_ACCEPT {
-			return &abci.ResponseOfferSnapshot{Result: res}, nil
+	if b := a.pending; b != nil {
+		a.pending = nil
+		a.data, a.size, a.appHash, a.height = b.data, b.size, b.appHash, b.height
+		a.stats.Commits++
+		if iv := a.opts.SnapshotInterval; iv > 0 && b.height%iv == 0 {
+			a.addSnapshot(uint64(b.height), a.opts.Format)
+			a.prune(a.opts.SnapshotKeep)
 		}
+		a.notify()
 	}
-	s := req.Snapshot
-	if s == nil {
-		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT}, nil
-	}
-	if s.Format != Format || (a.knobs.RejectFormat != nil && *a.knobs.RejectFormat == s.Format) {
-		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT_FORMAT}, nil
-	}
-	sum := sha256.Sum256(s.Metadata)
-	if len(s.Metadata) != 32*int(s.Chunks) || !bytes.Equal(sum[:], s.Hash) {
-		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT}, nil
-	}
-	rs := &restoreState{snap: s, appHash: req.AppHash, hasher: sha256.New()}
-	for i := 0; i < int(s.Chunks); i++ {
-		rs.checksum = append(rs.checksum, s.Metadata[32*i:32*i+32])
-	}
-	a.restore = rs
-	return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_ACCEPT}, nil
+	return &abci.ResponseCommit{}, nil
 }
 
-// ApplySnapshotChunk implements abci.Application.
-func (a *App) ApplySnapshotChunk(_ context.Context, req *abci.RequestApplySnapshotChunk) (*abci.ResponseApplySnapshotChunk, error) {
+// Query implements abci.Application: the value of the key in Data (or,
+// with an empty Data, in the path "/<key>").
+func (a *App) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	key := req.Data
+	if len(key) == 0 {
+		key = []byte(strings.TrimPrefix(req.Path, "/"))
+	}
 	a.mtx.Lock()
-	if q := a.knobs.ApplyResults[req.Index]; len(q) > 0 {
-		res := q[0]
-		a.knobs.ApplyResults[req.Index] = q[1:]
-		a.mtx.Unlock()
-		return &res, nil
+	defer a.mtx.Unlock()
+	res := &abci.ResponseQuery{Key: key, Height: a.height}
+	if v, ok := a.data[string(key)]; ok {
+		res.Value, res.Log = append([]byte(nil), v...), "exists"
+	} else {
+		res.Log = "does not exist"
 	}
-	rs := a.restore
-	if rs == nil {
-		a.mtx.Unlock()
-		return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_ABORT}, nil
-	}
-	if req.Index != rs.next {
-		// Re-applying from an earlier index (RETRY_SNAPSHOT / refetch):
-		// restart the stream there if it is 0, else out of order.
-		if req.Index != 0 {
-			a.mtx.Unlock()
-			return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_REJECT_SNAPSHOT}, nil
-		}
-		rs.next, rs.buf = 0, bytes.Buffer{}
-		rs.hasher = sha256.New()
-	}
-	sum := sha256.Sum256(req.Chunk)
-	if !bytes.Equal(sum[:], rs.checksum[req.Index]) {
-		a.mtx.Unlock()
-		return &abci.ResponseApplySnapshotChunk{
-			Result: abci.ResponseApplySnapshotChunk_RETRY, RefetchChunks: []uint32{req.Index},
-			RejectSenders: []string{req.Sender},
-		}, nil
-	}
-	rs.buf.Write(req.Chunk)
-	rs.hasher.Write(req.Chunk)
-	rs.next++
-	a.applied = append(a.applied, req.Index)
-	if rs.next == rs.snap.Chunks {
-		data, err := parse(rs.buf.Bytes())
-		if err != nil {
-			a.mtx.Unlock()
-			return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_REJECT_SNAPSHOT}, nil
-		}
-		a.data = data
-		a.height = int64(rs.snap.Height)
-		a.appHash = rs.hasher.Sum(nil)
-		a.restore = nil
-	}
-	hook := a.onApply
-	a.mtx.Unlock()
-	if hook != nil {
-		hook(req.Index)
-	}
-	return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_ACCEPT}, nil
+	return res, nil
 }

@@ -1,0 +1,524 @@
+package statesync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cometbft/cometbft/libs/log"
+	"github.com/cometbft/cometbft/light"
+	"github.com/cometbft/cometbft/light/provider"
+	"github.com/cometbft/cometbft/p2p"
+	cmtstate "github.com/cometbft/cometbft/proto/tendermint/state"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/types"
+)
+
+const (
+	// maxP2PProviders caps the light client's sources drawn from peers: a
+	// primary and up to four witnesses. More witnesses cost every
+	// verification a request each and add little safety.
+	maxP2PProviders = 5
+	// maxP2PBuilds bounds the attempts at starting a light client on
+	// different peers (a primary that lies about the trusted header, or
+	// does not answer, is put last the next time).
+	maxP2PBuilds = 3
+	// maxP2PCallAttempts bounds how often one StateProvider call is retried
+	// on a rebuilt light client after a transient failure.
+	maxP2PCallAttempts = 2
+	// paramsFanout is how many peers are asked for consensus params at once.
+	paramsFanout = 3
+	// paramsQuorum is how many distinct peers must send identical params.
+	paramsQuorum = 2
+	// paramsBackoff and paramsMaxBackoff shape the jittered exponential
+	// wait between rounds of params requests.
+	paramsBackoff    = 100 * time.Millisecond
+	paramsMaxBackoff = 2 * time.Second
+)
+
+// BlockProvider is CometBFT's light/provider.Provider served by one peer
+// over the light-block channel (0x62), through the Reactor's dispatcher.
+// It can back a light.Client like an RPC provider.
+//
+// LightBlock fails with:
+//   - provider.ErrLightBlockNotFound when the peer says it does not have
+//     the height (or for height 0: a peer cannot be asked for its latest);
+//   - provider.ErrNoResponse when the peer did not answer in time;
+//   - provider.ErrBadLightBlock when the block is for another chain or
+//     height, or invalid (the peer is also punished);
+//   - ctx.Err() as is when ctx ends;
+//   - an error wrapping ErrNoPeers (peer gone) or ErrStopped otherwise.
+//
+// Safe for concurrent use.
+type BlockProvider struct {
+	peer    p2p.ID
+	chainID string
+	timeout time.Duration
+	d       *dispatcher
+	punish  func(p2p.ID, error)
+}
+
+var _ provider.Provider = (*BlockProvider)(nil)
+
+// BlockProvider returns a light provider fetching light blocks of chainID
+// from peer, each request bounded by Config.LightBlockTimeout. The peer
+// must advertise channel 0x62 (see PeerUp).
+func (r *Reactor) BlockProvider(chainID string, peer p2p.ID) *BlockProvider {
+	return &BlockProvider{peer: peer, chainID: chainID, timeout: r.cfg.LightBlockTimeout, d: r.dispatcher,
+		punish: r.punish}
+}
+
+// Peer returns the peer the provider fetches from.
+func (p *BlockProvider) Peer() p2p.ID { return p.peer }
+
+// String implements fmt.Stringer: the peer's ID.
+func (p *BlockProvider) String() string { return string(p.peer) }
+
+// ChainID implements provider.Provider.
+func (p *BlockProvider) ChainID() string { return p.chainID }
+
+// LightBlock implements provider.Provider.
+func (p *BlockProvider) LightBlock(ctx context.Context, height int64) (*types.LightBlock, error) {
+	if height <= 0 {
+		return nil, provider.ErrLightBlockNotFound
+	}
+	r, err := p.d.wait(ctx, requestKey{peer: p.peer, kind: kindLightBlock, height: height}, p.timeout)
+	lb := r.lb
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, ErrTimeout), errors.Is(err, errDuplicateRequest):
+		return nil, provider.ErrNoResponse
+	case err != nil:
+		return nil, fmt.Errorf("light block %d from peer %s: %w", height, p.peer, err)
+	case lb == nil:
+		return nil, provider.ErrLightBlockNotFound
+	}
+	bad := func(reason error) (*types.LightBlock, error) {
+		p.punish(p.peer, fmt.Errorf("%w: %w: light block %d: %w", ErrPeerMisbehaved, ErrVerifyFailed, height, reason))
+		return nil, provider.ErrBadLightBlock{Reason: reason}
+	}
+	if lb.Height != height {
+		return bad(fmt.Errorf("got height %d", lb.Height))
+	}
+	if lb.ChainID != p.chainID {
+		return bad(fmt.Errorf("chain %q, want %q", lb.ChainID, p.chainID))
+	}
+	if err := lb.ValidateBasic(p.chainID); err != nil {
+		return bad(err)
+	}
+	return lb, nil
+}
+
+// ReportEvidence implements provider.Provider. Peers have no evidence
+// channel here: evidence of an attack is logged by the light client and
+// dropped.
+func (p *BlockProvider) ReportEvidence(context.Context, types.Evidence) error { return nil }
+
+// p2pStateProvider verifies snapshots with CometBFT's light client over
+// BlockProviders of connected peers that speak channels 0x62 and 0x63: a
+// primary and up to maxP2PProviders-1 witnesses, distinct peers drawn at
+// random. It rebuilds the light client on fresh peers when one it uses
+// disconnects, when more peers become available while it has fewer than
+// the cap, and after a transient failure. Consensus params come from
+// several peers at once and are accepted only if their hash is the one the
+// verified header commits to (a peer sending others is punished) and two
+// peers agree on them (the hash does not cover every field).
+//
+// Calls are serialised (the light client is not safe for concurrent use);
+// waiting for a turn ends with ctx.
+type p2pStateProvider struct {
+	r             *Reactor
+	chainID       string
+	version       cmtstate.Version
+	initialHeight int64
+	trust         light.TrustOptions
+	verifyTimeout time.Duration
+	logger        log.Logger
+
+	sem   chan struct{} // held by the running call
+	inner *lightStateProvider
+	used  []p2p.ID // the peers inner was built on, primary first
+}
+
+var _ StateProvider = (*p2pStateProvider)(nil)
+
+// newP2PStateProvider returns a StateProvider fetching light blocks and
+// consensus params from the Reactor's peers. It waits (up to
+// Config.DiscoveryTimeout, and while ctx lasts) for two distinct peers
+// advertising channels 0x62 and 0x63, then starts a light client rooted at
+// trust. Errors: fewer than two such peers wraps ErrNotEnoughPeers (and
+// says how many there were); invalid trust options wrap ErrInvalidConfig;
+// an expired root wraps ErrTrustExpired; a stopped Reactor ErrStopped.
+func newP2PStateProvider(ctx context.Context, r *Reactor, trust light.TrustOptions) (StateProvider, error) {
+	g := r.deps.Genesis
+	if g.ChainID == "" {
+		return nil, fmt.Errorf("%w: Deps.Genesis is required to verify snapshots over P2P", ErrInvalidConfig)
+	}
+	if err := checkTrustOptions(trust); err != nil {
+		return nil, err
+	}
+	p := &p2pStateProvider{
+		r:             r,
+		chainID:       g.ChainID,
+		version:       g.Version,
+		initialHeight: g.InitialHeight,
+		trust:         trust,
+		verifyTimeout: r.cfg.VerifyTimeout,
+		logger:        r.logger.With("module", "light", "source", "p2p"),
+		sem:           make(chan struct{}, 1),
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.DiscoveryTimeout)
+	defer cancel()
+	if err := p.build(wctx, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitForPeers returns the peers speaking 0x62 and 0x63 once there are at
+// least two.
+func (p *p2pStateProvider) waitForPeers(ctx context.Context) ([]p2p.ID, error) {
+	life := p.r.lifetime()
+	if life == nil {
+		return nil, fmt.Errorf("%w: the Reactor is not running", ErrStopped)
+	}
+	for {
+		changed := p.r.peers.changed()
+		peers := p.r.peers.capable(LightBlockChannel, ParamsChannel)
+		if len(peers) >= 2 {
+			return peers, nil
+		}
+		select {
+		case <-changed:
+		case <-life.Done():
+			return nil, ErrStopped
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: verifying snapshots over P2P (statesync.use_p2p) needs at least 2 "+
+				"connected peers serving light blocks and consensus params (channels 0x62, 0x63); %d after "+
+				"waiting: %w", ErrNotEnoughPeers, len(peers), context.Cause(ctx))
+		}
+	}
+}
+
+// build starts a light client on peers, avoiding those in avoid as primary.
+func (p *p2pStateProvider) build(ctx context.Context, avoid map[p2p.ID]bool) error {
+	if avoid == nil {
+		avoid = make(map[p2p.ID]bool)
+	}
+	var err error
+	for attempt := 1; attempt <= maxP2PBuilds; attempt++ {
+		var peers []p2p.ID
+		if peers, err = p.waitForPeers(ctx); err != nil {
+			return err
+		}
+		chosen := chooseProviders(peers, avoid, maxP2PProviders)
+		providers := make([]provider.Provider, len(chosen))
+		for i, id := range chosen {
+			providers[i] = p.r.BlockProvider(p.chainID, id)
+		}
+		var inner *lightStateProvider
+		inner, err = newLightStateProvider(ctx, p.chainID, p.version, p.initialHeight, providers[0], providers[1:],
+			p.trust, &p2pParams{p: p}, p.verifyTimeout, p.logger)
+		if err == nil {
+			p.inner, p.used = inner, chosen
+			p.logger.Info("Light client started on peers", "primary", chosen[0], "witnesses", len(chosen)-1)
+			return nil
+		}
+		if errors.Is(err, ErrTrustExpired) || errors.Is(err, ErrInvalidConfig) || ctx.Err() != nil {
+			return err
+		}
+		p.logger.Info("Could not start the light client on these peers; trying others", "primary", chosen[0],
+			"attempt", attempt, "err", err)
+		avoid[chosen[0]] = true
+	}
+	return err
+}
+
+// chooseProviders picks up to n distinct peers in random order, those in
+// avoid last.
+func chooseProviders(peers []p2p.ID, avoid map[p2p.ID]bool, n int) []p2p.ID {
+	out := make([]p2p.ID, 0, len(peers))
+	var last []p2p.ID
+	for _, i := range rand.Perm(len(peers)) {
+		if avoid[peers[i]] {
+			last = append(last, peers[i])
+		} else {
+			out = append(out, peers[i])
+		}
+	}
+	out = append(out, last...)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// stale reports whether the light client should be rebuilt on other peers.
+func (p *p2pStateProvider) stale() bool {
+	if p.inner == nil || len(p.used) == 0 || !p.r.peers.has(p.used[0], LightBlockChannel) {
+		return true
+	}
+	connected := 0
+	used := make(map[p2p.ID]bool, len(p.used))
+	for _, id := range p.used {
+		used[id] = true
+		if p.r.peers.has(id, LightBlockChannel) {
+			connected++
+		}
+	}
+	if connected < 2 {
+		return true
+	}
+	if len(p.used) < maxP2PProviders {
+		for _, id := range p.r.peers.capable(LightBlockChannel, ParamsChannel) {
+			if !used[id] {
+				return true // a new peer can add a witness
+			}
+		}
+	}
+	return false
+}
+
+// do runs f on a current light client, rebuilding it when stale or after a
+// transient failure (bounded).
+func (p *p2pStateProvider) do(ctx context.Context, f func(*lightStateProvider) error) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the P2P state provider: %w", ErrProviderTransient, ctx.Err())
+	}
+	defer func() { <-p.sem }()
+	var err error
+	for attempt := 1; attempt <= maxP2PCallAttempts; attempt++ {
+		if p.stale() {
+			var avoid map[p2p.ID]bool
+			if len(p.used) > 0 && attempt > 1 {
+				avoid = map[p2p.ID]bool{p.used[0]: true}
+			}
+			bctx, cancel := context.WithTimeout(ctx, p.verifyTimeout)
+			err = p.build(bctx, avoid)
+			cancel()
+			if err != nil {
+				p.inner = nil
+				if errors.Is(err, ErrTrustExpired) || errors.Is(err, ErrProviderTransient) ||
+					errors.Is(err, ErrStopped) {
+					return err
+				}
+				// Too few peers for now, or none of them would start a
+				// client: that says nothing about the snapshot.
+				return fmt.Errorf("%w: %w", ErrProviderTransient, err)
+			}
+		}
+		err = f(p.inner)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, ErrProviderTransient) {
+			return err
+		}
+		p.inner = nil // try once more on freshly chosen peers
+	}
+	return err
+}
+
+// AppHash implements StateProvider.
+func (p *p2pStateProvider) AppHash(ctx context.Context, height uint64) ([]byte, error) {
+	var out []byte
+	err := p.do(ctx, func(sp *lightStateProvider) error {
+		var err error
+		out, err = sp.AppHash(ctx, height)
+		return err
+	})
+	return out, err
+}
+
+// Commit implements StateProvider.
+func (p *p2pStateProvider) Commit(ctx context.Context, height uint64) (*types.Commit, error) {
+	var out *types.Commit
+	err := p.do(ctx, func(sp *lightStateProvider) error {
+		var err error
+		out, err = sp.Commit(ctx, height)
+		return err
+	})
+	return out, err
+}
+
+// State implements StateProvider.
+func (p *p2pStateProvider) State(ctx context.Context, height uint64) (sm.State, error) {
+	var out sm.State
+	err := p.do(ctx, func(sp *lightStateProvider) error {
+		var err error
+		out, err = sp.State(ctx, height)
+		return err
+	})
+	return out, err
+}
+
+// p2pParams is the ParamsSource of a p2pStateProvider's light client. It
+// is called by the light client's State, within p2pStateProvider.do.
+type p2pParams struct {
+	p *p2pStateProvider
+}
+
+// ConsensusParams implements ParamsSource: params at height from the
+// peers, checked against the header at height that the light client has
+// verified (the light state provider checks them again).
+func (s *p2pParams) ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error) {
+	var want []byte
+	var prefer []p2p.ID
+	if inner := s.p.inner; inner != nil {
+		if lb, err := inner.store.LightBlock(height); err == nil && lb != nil {
+			want = lb.ConsensusHash
+		}
+		prefer = s.p.used
+	}
+	return s.p.r.fetchParams(ctx, height, want, prefer)
+}
+
+// fetchParams asks peers speaking 0x63 for the consensus params at height,
+// paramsFanout at a time, the peers in prefer first, in rounds separated
+// by a jittered exponential backoff, until paramsQuorum distinct peers
+// have sent identical params whose hash is want (any hash if want is nil),
+// or ctx ends. A peer sending params with another hash is punished.
+//
+// Why a quorum: the ConsensusHash a header commits to covers only the
+// block size and gas limits (types.ConsensusParams.Hash); the evidence,
+// validator, version and feature params are not covered, so one peer
+// could forge them undetected. Two distinct peers must agree on them.
+func (r *Reactor) fetchParams(ctx context.Context, height int64, want []byte, prefer []p2p.ID) (types.ConsensusParams, error) {
+	timeout := r.cfg.LightBlockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLightBlockTimeout
+	}
+	sink := make(chan response, paramsFanout)
+	var outstanding []requestKey
+	defer func() {
+		for _, key := range outstanding {
+			r.dispatcher.cancel(key)
+		}
+	}()
+	votes := make(map[p2p.ID]string) // peer -> the params it sent, encoded
+	var lastErr error
+	offset := 0
+	for round := 0; ; round++ {
+		var peers []p2p.ID
+		for _, id := range paramsCandidates(r.peers.capable(ParamsChannel), prefer) {
+			if _, voted := votes[id]; !voted {
+				peers = append(peers, id)
+			}
+		}
+		changed := r.peers.changed()
+		if len(peers) > 0 {
+			outstanding = outstanding[:0]
+			for i := 0; i < min(paramsFanout, len(peers)); i++ {
+				key := requestKey{peer: peers[(offset+i)%len(peers)], kind: kindParams, height: height}
+				if err := r.dispatcher.start(key, timeout, sink); err != nil {
+					lastErr = err
+					continue
+				}
+				outstanding = append(outstanding, key)
+			}
+			offset += paramsFanout
+			for len(outstanding) > 0 {
+				select {
+				case resp := <-sink:
+					outstanding = removeKey(outstanding, resp.key)
+					if resp.err != nil {
+						lastErr = resp.err
+						continue
+					}
+					peer := resp.key.peer
+					if got := resp.params.Hash(); want != nil && !bytes.Equal(got, want) {
+						lastErr = fmt.Errorf("%w: peer %s sent consensus params hashing to %X, header %d commits to %X",
+							ErrVerifyFailed, peer, got, height, want)
+						r.punish(peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, lastErr))
+						continue
+					}
+					pb := resp.params.ToProto()
+					enc, err := pb.Marshal()
+					if err != nil {
+						lastErr = err
+						continue
+					}
+					votes[peer] = string(enc)
+					agree := 0
+					for _, v := range votes {
+						if v == string(enc) {
+							agree++
+						}
+					}
+					if agree >= paramsQuorum {
+						return resp.params, nil
+					}
+					if len(votes) > agree {
+						lastErr = fmt.Errorf("peers disagree on the consensus params at height %d (%d sets from %d peers)",
+							height, distinct(votes), len(votes))
+						r.logger.Info("Peers disagree on consensus params the header does not commit to",
+							"height", height, "peers", len(votes))
+					}
+				case <-ctx.Done():
+					return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
+				}
+			}
+		}
+		backoff := min(paramsMaxBackoff, paramsBackoff<<min(round, 16))
+		backoff = backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-changed:
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
+		}
+	}
+}
+
+func distinct(votes map[p2p.ID]string) int {
+	seen := make(map[string]bool, len(votes))
+	for _, v := range votes {
+		seen[v] = true
+	}
+	return len(seen)
+}
+
+func paramsErr(height int64, ctxErr, last error) error {
+	if last == nil {
+		last = errors.New("no peer serves consensus params (channel 0x63)")
+	}
+	return fmt.Errorf("%w: consensus params at height %d from peers: %w (last failure: %w)",
+		provider.ErrNoResponse, height, ctxErr, last)
+}
+
+// paramsCandidates orders the peers speaking 0x63: those in prefer first.
+func paramsCandidates(capable, prefer []p2p.ID) []p2p.ID {
+	in := make(map[p2p.ID]bool, len(capable))
+	for _, id := range capable {
+		in[id] = true
+	}
+	out := make([]p2p.ID, 0, len(capable))
+	seen := make(map[p2p.ID]bool, len(capable))
+	for _, id := range prefer {
+		if in[id] && !seen[id] {
+			out = append(out, id)
+			seen[id] = true
+		}
+	}
+	for _, id := range capable {
+		if !seen[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func removeKey(keys []requestKey, key requestKey) []requestKey {
+	for i, k := range keys {
+		if k == key {
+			return append(keys[:i], keys[i+1:]...)
+		}
+	}
+	return keys
+}
