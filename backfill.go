@@ -115,12 +115,12 @@ type backfiller struct {
 	// the hash chain: what the block at the cursor must be
 	wantID         types.BlockID
 	wantCommitHash []byte // nil for the top block
-	above          *types.ValidatorSet
 
 	// the open validator-set segment [segLo, segHi], segVals being the set
-	// at segLo
+	// at segLo, segHash its hash
 	segLo, segHi int64
 	segVals      *types.ValidatorSet
+	segHash      []byte
 
 	blocks    int
 	unflushed int
@@ -351,7 +351,6 @@ func (b *backfiller) verifyReady() error {
 		lb := fb.lb
 		b.wantID = lb.LastBlockID
 		b.wantCommitHash = lb.LastCommitHash
-		b.above = vals
 		b.blocks++
 		b.unflushed++
 		b.r.metrics.BlockBackfilled()
@@ -375,23 +374,23 @@ func (b *backfiller) verify(lb *types.LightBlock) (*types.ValidatorSet, error) {
 	if !lb.Commit.BlockID.Equals(b.wantID) {
 		return nil, fmt.Errorf("commit for block %v, want %v", lb.Commit.BlockID, b.wantID)
 	}
+	// The dispatcher delivers only light blocks that passed ValidateBasic:
+	// the validator set hashes to the header's ValidatorsHash, the commit
+	// is for the header's hash.
 	vals := lb.ValidatorSet
 	if b.wantCommitHash != nil {
 		if got := lb.Commit.Hash(); !bytes.Equal(got, b.wantCommitHash) {
 			return nil, fmt.Errorf("commit hash %X, the header above says %X", got, b.wantCommitHash)
 		}
 	} else {
-		// The top block: its commit is not committed to by a header we
-		// have; verify its signatures. Its validator set is the state's.
+		// The top block: no header we have commits to its commit; verify
+		// the signatures. Its validator set is the state's.
 		if err := vals.VerifyCommitLight(b.state.ChainID, b.wantID, h, lb.Commit); err != nil {
 			return nil, fmt.Errorf("commit of the top block: %w", err)
 		}
-		if lv := b.state.LastValidators; !lv.IsNilOrEmpty() && bytes.Equal(lv.Hash(), vals.Hash()) {
+		if lv := b.state.LastValidators; !lv.IsNilOrEmpty() && bytes.Equal(lv.Hash(), lb.ValidatorsHash) {
 			vals = lv
 		}
-	}
-	if !bytes.Equal(vals.Hash(), lb.ValidatorsHash) { // ValidateBasic checked it; cheap insurance
-		return nil, fmt.Errorf("validator set hash %X, header says %X", vals.Hash(), lb.ValidatorsHash)
 	}
 	return vals, nil
 }
@@ -406,25 +405,24 @@ func (b *backfiller) save(lb *types.LightBlock, vals *types.ValidatorSet) error 
 		return fmt.Errorf("storing height %d: %w", lb.Height, err)
 	}
 	h := lb.Height
-	if b.segVals != nil && b.segLo == h+1 && b.segHi-h < b.set.maxSegment && continues(vals, b.segVals) {
+	if b.segVals != nil && b.segLo == h+1 && b.segHi-h < b.set.maxSegment &&
+		bytes.Equal(lb.ValidatorsHash, b.segHash) && continues(vals, b.segVals) {
 		b.segLo, b.segVals = h, vals
 		return nil
 	}
 	if err := b.closeSegment(); err != nil {
 		return err
 	}
-	b.segLo, b.segHi, b.segVals = h, h, vals
+	b.segLo, b.segHi, b.segVals, b.segHash = h, h, vals, lb.ValidatorsHash
 	return nil
 }
 
-// continues reports whether lower is the set one height below upper with
-// no change: same validators and powers, and priorities that advance to
-// upper's in one step. A change of priorities alone (an update with the
-// same powers) starts a new stored set, as CometBFT stores one then too.
+// continues reports whether lower, a set with the same validators and
+// powers as upper (equal hashes), is the set one height below it with no
+// update in between: its priorities advance to upper's in one step. A
+// change of priorities alone (an update with unchanged powers) starts a
+// new stored set, as CometBFT stores one then too.
 func continues(lower, upper *types.ValidatorSet) bool {
-	if !bytes.Equal(lower.Hash(), upper.Hash()) {
-		return false
-	}
 	return bytes.Equal(lower.CopyIncrementProposerPriority(1).ProposerPriorityHash(), upper.ProposerPriorityHash())
 }
 

@@ -675,20 +675,32 @@ type mconnNet struct {
 	nodes   p2ptest.Net
 }
 
-func newMConnNet(tb testing.TB, chain *chaingen.Chain, servers int, serverBase []int64, rtt time.Duration) *mconnNet {
+type mconnOpts struct {
+	servers    int
+	serverBase []int64       // lowest height each server has (default: the initial height)
+	rtt        time.Duration // delay added to every request of the fresh node
+	fresh      func(*Config)
+	server     func(*Config)
+}
+
+func newMConnNet(tb testing.TB, chain *chaingen.Chain, o mconnOpts) *mconnNet {
 	tb.Helper()
 	m := &mconnNet{chain: chain, blockDB: dbm.NewMemDB(), stateDB: dbm.NewMemDB()}
-	reactors := make([]map[string]p2p.Reactor, 0, servers+1)
-	for i := 0; i < servers; i++ {
+	reactors := make([]map[string]p2p.Reactor, 0, o.servers+1)
+	for i := 0; i < o.servers; i++ {
 		bs := store.NewBlockStore(dbm.NewMemDB())
 		ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
 		from := chain.InitialHeight()
-		if i < len(serverBase) {
-			from = serverBase[i]
+		if i < len(o.serverBase) {
+			from = o.serverBase[i]
 		}
 		require.NoError(tb, chain.Populate(bs, ss, from, chain.Height()-1))
 		conns := newAppConns(tb, kvapp.New(kvapp.Options{}))
-		r, err := NewReactor(TestConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
+		cfg := TestConfig()
+		if o.server != nil {
+			o.server(&cfg)
+		}
+		r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: ss, BlockStore: bs, Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
 		require.NoError(tb, err)
 		m.servers = append(m.servers, r)
@@ -696,6 +708,9 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, servers int, serverBase [
 	}
 	conns := newAppConns(tb, kvapp.New(kvapp.Options{}))
 	cfg := TestConfig()
+	if o.fresh != nil {
+		o.fresh(&cfg)
+	}
 	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
 		StateStore: sm.NewStore(m.stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(m.blockDB),
 		Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
@@ -705,8 +720,8 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, servers int, serverBase [
 	m.fresh = r
 	reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
 	m.nodes = p2ptest.Network(tb, p2ptest.Config(0), reactors)
-	if rtt > 0 {
-		r.AttachRouter(newDelayRouter(tb, switchRouter{sw: m.nodes[servers].Switch}, rtt))
+	if o.rtt > 0 {
+		r.AttachRouter(newDelayRouter(tb, switchRouter{sw: m.nodes[o.servers].Switch}, o.rtt))
 	}
 	return m
 }
@@ -716,7 +731,7 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, servers int, serverBase [
 // and checks the result through CometBFT's loaders.
 func TestBackfillOverMConnections(t *testing.T) {
 	chain := testChain(t, chaingen.Options{Height: 305, ValSetChanges: map[int64]int{50: 6, 120: 3, 121: 5, 250: 7}})
-	m := newMConnNet(t, chain, 3, []int64{200}, 0)
+	m := newMConnNet(t, chain, mconnOpts{servers: 3, serverBase: []int64{200}})
 	res, err := m.fresh.Backfill(backfillCtx(t), chain.State(300))
 	require.NoError(t, err)
 	require.Equal(t, BackfillReachedInitialHeight, res.Stopped)
@@ -724,17 +739,39 @@ func TestBackfillOverMConnections(t *testing.T) {
 	requireBackfilled(t, &bfNode{blockDB: m.blockDB, stateDB: m.stateDB}, chain, 1, 300)
 }
 
-// BenchmarkBackfill measures backfill throughput (verified and stored
-// blocks per second) from 4 serving peers over real MConnections with
-// CometBFT's default p2p config, with a simulated round trip of 50 ms
-// (every request delayed by a Router wrapper on the backfilling node) and
-// with none. Each iteration backfills 2000 blocks into fresh databases.
+// BenchmarkBackfill measures backfill throughput — blocks verified and
+// stored per second — from 4 serving peers over real MConnections with
+// CometBFT's default p2p config (5 120 000 B/s, 10 ms flush throttle),
+// with a simulated round trip of 50 ms (every request of the backfilling
+// node delayed by a Router wrapper) and with none. Each iteration
+// backfills 2000 blocks (4 to 5 validators) into fresh databases.
+//
+// The window cases: the default backfill_window, 16 (the most the default
+// serve_queue_per_peer of 16 admits without drops), and 32 against
+// servers whose serve_queue_per_peer is 64. A window above the servers'
+// queue gets requests dropped, and every drop costs a timeout.
 func BenchmarkBackfill(b *testing.B) {
 	const blocks = 2000
 	chain := testChain(b, chaingen.Options{Height: blocks + 5, ValSetChanges: map[int64]int{500: 5, 1500: 4}})
-	for _, rtt := range []time.Duration{50 * time.Millisecond, 0} {
-		b.Run(fmt.Sprintf("peers=4/rtt=%v", rtt), func(b *testing.B) {
-			m := newMConnNet(b, chain, 4, nil, rtt)
+	for _, tc := range []struct {
+		rtt    time.Duration
+		window int
+		queue  int
+	}{
+		{50 * time.Millisecond, DefaultBackfillWindow, DefaultServeQueuePerPeer},
+		{50 * time.Millisecond, 16, DefaultServeQueuePerPeer},
+		{50 * time.Millisecond, 32, 64},
+		{0, DefaultBackfillWindow, DefaultServeQueuePerPeer},
+		{0, 16, DefaultServeQueuePerPeer},
+		{0, 32, 64},
+	} {
+		name := fmt.Sprintf("peers=4/rtt=%v/window=%d/serve_queue=%d", tc.rtt, tc.window, tc.queue)
+		b.Run(name, func(b *testing.B) {
+			m := newMConnNet(b, chain, mconnOpts{
+				servers: 4, rtt: tc.rtt,
+				fresh:  func(c *Config) { c.BackfillWindow = tc.window },
+				server: func(c *Config) { c.ServeQueuePerPeer = tc.queue },
+			})
 			state := stateWithEvidence(chain, blocks, blocks-1, time.Nanosecond)
 			var total int
 			var took time.Duration

@@ -176,10 +176,11 @@ func TestConfig() Config {
 }
 
 // FromCometBFT starts from a node's [statesync] section: its keys are
-// copied, ours keep their defaults. Zero durations and counts in c (for
-// example discovery_time = 0, which node wiring uses to make CometBFT's
-// built-in reactor return at once) leave our defaults in place. A nil c
-// gives DefaultConfig.
+// copied, ours keep their defaults, except that DiscoveryTimeout is at
+// least twice DiscoveryTime. Zero durations and counts in c (for example
+// discovery_time = 0, which node wiring uses to make CometBFT's built-in
+// reactor return at once) leave our defaults in place. A nil c gives
+// DefaultConfig.
 func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	out := DefaultConfig()
 	if c == nil {

@@ -64,6 +64,8 @@ func TestDBBackfillStoreReadByCometBFT(t *testing.T) {
 		byHash := bs.LoadBlockMetaByHash(id.Hash)
 		require.NotNil(t, byHash)
 		require.Equal(t, h, byHash.Header.Height)
+		require.Nil(t, bs.LoadBlock(h), "no block parts: CometBFT reports the block missing, without panicking")
+		require.Nil(t, bs.LoadBlockByHash(id.Hash))
 
 		commit := bs.LoadBlockCommit(h)
 		require.NotNil(t, commit)
@@ -79,7 +81,8 @@ func TestDBBackfillStoreReadByCometBFT(t *testing.T) {
 		require.Equal(t, want.ProposerPriorityHash(), vals.ProposerPriorityHash(), "priorities at height %d", h)
 		require.Equal(t, chain.ValidatorSet(h).ProposerPriorityHash(), vals.ProposerPriorityHash(), "height %d", h)
 	}
-	// Heights outside the range are absent; the base is untouched.
+	// Heights outside the range are absent; the base is untouched (so
+	// CometBFT's pruning, which starts at the base, never removes them).
 	require.Nil(t, bs.LoadBlockMeta(first-1))
 	require.Nil(t, bs.LoadBlockCommit(last+1))
 	_, err := ss.LoadValidators(first - 1)

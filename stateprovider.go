@@ -123,10 +123,19 @@ var _ StateProvider = (*lightStateProvider)(nil)
 // primary and at least one witness, rooted at trust. chainID, ver.Software
 // and initialHeight are the node's own (from its genesis); every other
 // State field comes from verified data. Consensus params come from params
-// (a paramsSources tries several in order) and are accepted only if their
-// hash matches the verified header. Every verification, and this
-// construction, is bounded by verifyTimeout (DefaultVerifyTimeout if not
-// positive). A nil logger logs nothing.
+// and are accepted only if their hash matches the verified header. Every
+// verification, and this construction, is bounded by verifyTimeout
+// (DefaultVerifyTimeout if not positive). A nil logger logs nothing.
+//
+// Proposer priorities, which no header commits to, are taken from the
+// verified validator sets as served (never recomputed) and State requires
+// at least two providers to serve identical ones for each of its three
+// heights; the proposer of each set is the one its header names.
+//
+// One limit of CometBFT's light client: when a witness lags behind the
+// primary, the client waits 2×MaxClockDrift+MaxBlockLag (30s by default)
+// for it without watching the context, so such a verification can
+// outlast verifyTimeout by that much.
 //
 // Errors: invalid trust options wrap ErrInvalidConfig; no witness wraps
 // ErrNotEnoughPeers; a trust root older than trust.Period wraps

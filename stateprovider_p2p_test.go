@@ -2,14 +2,21 @@ package statesync
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/light/provider"
 	"github.com/cometbft/cometbft/p2p"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/store"
 	"github.com/stretchr/testify/require"
 
 	"github.com/statesync/statesync/internal/chaingen"
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/p2ptest"
 )
 
 // p2pChain is a chain whose blocks are recent enough for a light
@@ -206,7 +213,7 @@ func TestP2PParamsRetryWithBackoff(t *testing.T) {
 	n := newBackfillNode(t, chain, func(c *Config) { c.LightBlockTimeout = 50 * time.Millisecond })
 	n.net.add("mute1", &fakePeer{chain: chain, noParams: true})
 	n.net.add("mute2", &fakePeer{chain: chain, noParams: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := n.r.fetchParams(ctx, 5, nil, nil)
 	require.ErrorIs(t, err, provider.ErrNoResponse)
@@ -260,4 +267,83 @@ func TestBlockProvider(t *testing.T) {
 	cancel()
 	_, err = good.LightBlock(cctx, 5)
 	require.Equal(t, context.Canceled, err)
+}
+
+// TestSyncOverP2PThenBackfill: a fresh node restores a snapshot from three
+// serving nodes over real MConnections verifying it with light blocks and
+// params fetched from its peers — no RPC server anywhere — then backfills
+// every height below the snapshot; CometBFT's own loaders return the
+// meta, commit and validators of each, equal to the source chain's, and
+// the node serves them as light blocks.
+//
+// Until Sync builds the P2P provider itself from Config.UseP2P, the test
+// builds it the way Sync will (newP2PStateProvider on the running
+// Reactor) and hands it over through Deps.StateProvider.
+func TestSyncOverP2PThenBackfill(t *testing.T) {
+	const height = 60
+	appOpts := kvapp.Options{Keys: 300, ValueSize: 256, ChunkSize: 8 << 10, Height: height}
+	srcHash := kvapp.New(appOpts).AppHash()
+	chain := testChain(t, chaingen.Options{
+		ChainID: "p2p-sync", Height: height + 4, StartTime: time.Now().Add(-time.Hour),
+		ValSetChanges: map[int64]int{20: 5, 40: 3, 41: 6, height + 2: 4},
+		AppHash: func(h int64) []byte {
+			if h == height+1 {
+				return srcHash
+			}
+			return nil
+		},
+	})
+
+	reactors := make([]map[string]p2p.Reactor, 0, 4)
+	for range 3 {
+		bs := store.NewBlockStore(dbm.NewMemDB())
+		ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
+		require.NoError(t, chain.Populate(bs, ss, 1, height+3))
+		conns := newAppConns(t, kvapp.New(appOpts))
+		r, err := NewReactor(TestConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
+			StateStore: ss, BlockStore: bs, Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
+		require.NoError(t, err)
+		reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
+	}
+	freshApp := kvapp.New(kvapp.Options{})
+	conns := newAppConns(t, freshApp)
+	blockDB, stateDB := dbm.NewMemDB(), dbm.NewMemDB()
+	trust := chain.TrustOptions(1, 24*time.Hour)
+	cfg := TestConfig()
+	cfg.UseP2P = true
+	cfg.TempDir = t.TempDir()
+	cfg.TrustHeight, cfg.TrustHash, cfg.TrustPeriod = trust.Height, fmt.Sprintf("%X", trust.Hash), trust.Period
+	fresh, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
+		StateStore: sm.NewStore(stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(blockDB),
+		Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
+	require.NoError(t, err)
+	setBackfillStore(fresh, NewDBBackfillStore(blockDB, stateDB))
+	t.Cleanup(func() { setBackfillStore(fresh, nil) })
+	reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": fresh})
+	p2ptest.Network(t, p2ptest.Config(0), reactors)
+
+	ctx := backfillCtx(t)
+	sp, err := newP2PStateProvider(ctx, fresh, trust)
+	require.NoError(t, err)
+	fresh.deps.StateProvider = sp
+
+	state, err := fresh.Sync(ctx)
+	require.NoError(t, err)
+	want := chain.State(height)
+	require.Equal(t, want.LastBlockID, state.LastBlockID)
+	require.Equal(t, srcHash, []byte(state.AppHash))
+	require.Equal(t, want.NextValidators.Hash(), state.NextValidators.Hash())
+	require.Equal(t, chain.Params(), state.ConsensusParams)
+	require.Equal(t, srcHash, freshApp.AppHash())
+
+	res, err := fresh.Backfill(ctx, state)
+	require.NoError(t, err)
+	require.Equal(t, BackfillReachedInitialHeight, res.Stopped)
+	require.Equal(t, height, res.Blocks)
+	requireBackfilled(t, &bfNode{blockDB: blockDB, stateDB: stateDB}, chain, 1, height)
+	for _, h := range []int64{1, 20, 41, height} {
+		lb, err := fresh.loadLightBlock(h)
+		require.NoError(t, err)
+		require.NotNil(t, lb, "the node serves backfilled height %d", h)
+	}
 }

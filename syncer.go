@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -95,6 +96,9 @@ func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
 		provider, err = r.buildStateProvider(ctx)
 		if err != nil {
 			return sm.State{}, err
+		}
+		if c, ok := provider.(io.Closer); ok { // ours: release its connections
+			defer c.Close()
 		}
 	}
 	s.provider = provider
@@ -272,6 +276,7 @@ func (s *syncer) cleanup() {
 func (s *syncer) requestSnapshots(peers ...p2p.ID) {
 	if len(peers) == 0 {
 		peers = s.r.peers.capable(SnapshotChannel, ChunkChannel)
+		s.r.metrics.DiscoveryRound()
 	}
 	for _, id := range peers {
 		if s.pool.isRejectedPeer(id) || !s.r.peers.has(id, SnapshotChannel) {

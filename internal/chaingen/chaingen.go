@@ -180,12 +180,12 @@ func (c *Chain) makeParams() error {
 }
 
 // newKey adds a deterministic key to the pool.
-func (c *Chain) newKey() (crypto.PrivKey, error) {
+func (c *Chain) newKey() crypto.PrivKey {
 	secret := fmt.Sprintf("chaingen/%s/%d/%d", c.opts.ChainID, c.opts.Seed, len(c.keys))
 	k := ed25519.GenPrivKeyFromSecret([]byte(secret))
 	c.keys = append(c.keys, k)
 	c.byAddr[string(k.PubKey().Address())] = k
-	return k, nil
+	return k
 }
 
 func (c *Chain) makeValidatorSets() error {
@@ -209,10 +209,7 @@ func (c *Chain) makeValidatorSets() error {
 	var members []crypto.PrivKey
 	vals := make([]*types.Validator, 0, c.opts.Validators)
 	for i := 0; i < c.opts.Validators; i++ {
-		k, err := c.newKey()
-		if err != nil {
-			return err
-		}
+		k := c.newKey()
 		members = append(members, k)
 		vals = append(vals, types.NewValidator(k.PubKey(), Power))
 	}
@@ -231,10 +228,7 @@ func (c *Chain) makeValidatorSets() error {
 			}
 			members = slices.Clone(stay)
 			for len(members) < n {
-				k, err := c.newKey()
-				if err != nil {
-					return err
-				}
+				k := c.newKey()
 				members = append(members, k)
 				updates = append(updates, types.NewValidator(k.PubKey(), Power))
 			}
@@ -347,11 +341,25 @@ func (c *Chain) Block(h int64) *types.Block {
 	if err != nil {
 		panic(err)
 	}
-	cp, err := types.BlockFromProto(pb)
+	var cp cmtproto.Block
+	deepCopy(pb, &cp)
+	out, err := types.BlockFromProto(&cp)
 	if err != nil {
 		panic(err)
 	}
-	return cp
+	return out
+}
+
+// deepCopy copies a proto message through its encoding (ToProto and
+// FromProto alone share byte slices).
+func deepCopy(from interface{ Marshal() ([]byte, error) }, to interface{ Unmarshal([]byte) error }) {
+	bz, err := from.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	if err := to.Unmarshal(bz); err != nil {
+		panic(err)
+	}
 }
 
 // PartSet returns the part set of the block at h, or nil.
@@ -367,14 +375,22 @@ func (c *Chain) BlockID(h int64) types.BlockID {
 
 // Commit returns (a copy of) the commit of h, or nil.
 func (c *Chain) Commit(h int64) *types.Commit {
-	if cm, ok := c.commits[h]; ok {
-		return cm.Clone()
+	cm, ok := c.commits[h]
+	if !ok {
+		return nil
 	}
-	return nil
+	var cp cmtproto.Commit
+	deepCopy(cm.ToProto(), &cp)
+	out, err := types.CommitFromProto(&cp)
+	if err != nil {
+		panic(err)
+	}
+	return out
 }
 
-// ValidatorSet returns (a copy of) the validator set at h, for
-// InitialHeight <= h <= Height+2, else nil.
+// ValidatorSet returns a copy of the validator set at h (its validators
+// are copies; their keys and addresses are shared: do not modify those
+// bytes), for InitialHeight <= h <= Height+2, else nil.
 func (c *Chain) ValidatorSet(h int64) *types.ValidatorSet {
 	if v, ok := c.vals[h]; ok {
 		return v.Copy()
@@ -444,13 +460,15 @@ func (c *Chain) LightBlock(h int64) *types.LightBlock {
 	})
 }
 
-// copyLightBlock deep-copies lb through its proto form.
+// copyLightBlock deep-copies lb.
 func copyLightBlock(lb *types.LightBlock) *types.LightBlock {
 	pb, err := lb.ToProto()
 	if err != nil {
 		panic(err)
 	}
-	cp, err := types.LightBlockFromProto(pb)
+	var pb2 cmtproto.LightBlock
+	deepCopy(pb, &pb2)
+	cp, err := types.LightBlockFromProto(&pb2)
 	if err != nil {
 		panic(err)
 	}

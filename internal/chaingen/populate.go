@@ -61,7 +61,7 @@ func (c *Chain) Populate(bs *store.BlockStore, ss sm.Store, from, to int64) erro
 		valsFloor, paramsFloor = cur.LastHeightValidatorsChanged, cur.LastHeightConsensusParamsChanged
 	}
 	for h := from; h <= to; h++ {
-		bs.SaveBlock(c.blocks[h], c.parts[h], c.commits[h].Clone())
+		bs.SaveBlock(c.blocks[h], c.parts[h], c.commits[h])
 		st := c.State(h)
 		st.LastHeightValidatorsChanged = max(st.LastHeightValidatorsChanged, valsFloor)
 		st.LastHeightConsensusParamsChanged = max(st.LastHeightConsensusParamsChanged, paramsFloor)

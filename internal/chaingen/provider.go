@@ -108,9 +108,15 @@ func (p *Provider) wait(ctx context.Context, gate chan struct{}, delay time.Dura
 
 // LightBlock implements provider.Provider.
 func (p *Provider) LightBlock(ctx context.Context, h int64) (*types.LightBlock, error) {
+	return p.serve(ctx, h, true)
+}
+
+func (p *Provider) serve(ctx context.Context, h int64, count bool) (*types.LightBlock, error) {
 	p.mtx.Lock()
-	p.calls++
-	p.heights = append(p.heights, h)
+	if count {
+		p.calls++
+		p.heights = append(p.heights, h)
+	}
 	top, gate, delay, failed, intercept := p.top, p.gate, p.delay, p.failed, p.intercept
 	p.mtx.Unlock()
 	if err := p.wait(ctx, gate, delay); err != nil {
@@ -148,9 +154,10 @@ func (p *Provider) ReportEvidence(_ context.Context, ev types.Evidence) error {
 }
 
 // ConsensusParams serves the params in effect at h, under the same knobs
-// and height rules as LightBlock (statesync's ParamsSource).
+// and height rules as LightBlock (statesync's ParamsSource). Not counted
+// in Calls and Heights.
 func (p *Provider) ConsensusParams(ctx context.Context, h int64) (types.ConsensusParams, error) {
-	lb, err := p.LightBlock(ctx, h)
+	lb, err := p.serve(ctx, h, false)
 	if err != nil {
 		return types.ConsensusParams{}, err
 	}
