@@ -59,6 +59,7 @@ func Example() {
 		cfg := statesync.DefaultConfig()
 		cfg.DiscoveryTime = 100 * time.Millisecond
 		cfg.TempDir = os.TempDir()
+		cfg.Backfill = false // the serving node here keeps no block history to backfill from
 		r, err := statesync.NewReactor(cfg, statesync.Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: stateStore, BlockStore: blockStore,

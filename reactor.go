@@ -38,12 +38,16 @@ type Deps struct {
 	// BlockStore serves headers and commits to peers; Sync saves the seen
 	// commit of the snapshot height in it.
 	BlockStore BlockStore
+	// Backfill persists backfilled headers, commits and validator sets
+	// (NewDBBackfillStore on the node's own block and state DBs). Optional:
+	// without it Backfill verifies blocks but keeps none.
+	Backfill BackfillStore
 	// Genesis is the genesis state (sm.MakeGenesisState): chain ID, initial
 	// height and versions for building a state provider. Required by Sync
 	// unless StateProvider is set.
 	Genesis sm.State
 	// StateProvider, if set, is used by Sync instead of one built from
-	// Config.RPCServers.
+	// Config (RPC servers, or peers when Config.UseP2P).
 	StateProvider StateProvider
 	// Logger defaults to a no-op logger.
 	Logger log.Logger
@@ -86,8 +90,9 @@ type Reactor struct {
 	stopped bool
 	wg      sync.WaitGroup
 
-	mtx    sync.Mutex // guards syncer
-	syncer *syncer    // the running Sync's restore, if any
+	mtx          sync.Mutex // guards syncer and lastBackfill
+	syncer       *syncer    // the running Sync's restore, if any
+	lastBackfill *BackfillResult
 }
 
 var _ p2p.Reactor = (*Reactor)(nil)
@@ -406,6 +411,18 @@ func reasonLabel(err error) string {
 	default:
 		return "misbehaved"
 	}
+}
+
+// LastBackfill returns the outcome of the last backfill run by Sync, or
+// nil if none ran.
+func (r *Reactor) LastBackfill() *BackfillResult {
+	r.mtx.Lock()
+	defer r.mtx.Unlock()
+	if r.lastBackfill == nil {
+		return nil
+	}
+	res := *r.lastBackfill
+	return &res
 }
 
 func (r *Reactor) activeSyncer() *syncer {

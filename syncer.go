@@ -37,7 +37,9 @@ const (
 var errDeferred = errors.New("snapshot deferred")
 
 // Sync restores the app from a snapshot, bootstraps the state store, saves
-// the seen commit of the snapshot height in the block store, and returns
+// the seen commit of the snapshot height in the block store, backfills
+// historical headers when Config.Backfill is set (a backfill failure is
+// logged and readable through LastBackfill, never returned), and returns
 // the state to hand to block sync or consensus.
 //
 // The Reactor must be running and attached to a router. Sync returns
@@ -118,6 +120,22 @@ func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
 	r.logger.Info("Snapshot restored and stores bootstrapped", "height", state.LastBlockHeight,
 		"app_hash", fmt.Sprintf("%X", state.AppHash))
 
+	if r.cfg.Backfill {
+		r.progress.update(func(p *Progress) { p.Phase = PhaseBackfill })
+		res, err := r.Backfill(ctx, state)
+		r.mtx.Lock()
+		r.lastBackfill = &res
+		r.mtx.Unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				return sm.State{}, ctx.Err()
+			}
+			// Never fatal: the node runs, with less evidence history.
+			r.logger.Error("Backfill failed; the node continues without full evidence history",
+				"err", err, "from", res.From, "to", res.To, "blocks", res.Blocks)
+		}
+	}
+
 	return state, nil
 }
 
@@ -127,6 +145,9 @@ func (r *Reactor) buildStateProvider(ctx context.Context) (StateProvider, error)
 		Period: r.cfg.TrustPeriod,
 		Height: r.cfg.TrustHeight,
 		Hash:   r.cfg.TrustHashBytes(),
+	}
+	if r.cfg.UseP2P {
+		return newP2PStateProvider(ctx, r, trust)
 	}
 	g := r.deps.Genesis
 	if g.ChainID == "" {
