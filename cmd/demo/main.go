@@ -1,9 +1,11 @@
 // Command demo shows a state sync end to end, in one process: serving nodes
 // holding a snapshot of a real signed chain, and a fresh node that discovers
-// the snapshot, verifies its height with CometBFT's light client, fetches
+// the snapshot, verifies its height with CometBFT's light client over light
+// blocks fetched from its peers (use_p2p: no RPC server anywhere), fetches
 // the chunks from every serving node over real MConnections (loopback TCP,
-// CometBFT's default 5 MB/s per connection), restores its app, and
-// bootstraps its state and block stores.
+// CometBFT's default 5 MB/s per connection), restores its app, bootstraps
+// its state and block stores, and backfills the block headers below the
+// snapshot into them.
 //
 // Run it with `make demo` (or `go run ./cmd/demo -h` for the knobs).
 package main
@@ -18,7 +20,6 @@ import (
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
-	"github.com/cometbft/cometbft/light/provider"
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/proxy"
 	sm "github.com/cometbft/cometbft/state"
@@ -109,8 +110,9 @@ func run(peers, sizeMB, chunkKB int, rate, height int64, plain bool, timeout tim
 
 	mk := func(app *kvapp.App, serving bool) (*node, error) {
 		n := &node{app: app}
-		n.stateStore = sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
-		n.blockStore = store.NewBlockStore(dbm.NewMemDB())
+		stateDB, blockDB := dbm.NewMemDB(), dbm.NewMemDB()
+		n.stateStore = sm.NewStore(stateDB, sm.StoreOptions{})
+		n.blockStore = store.NewBlockStore(blockDB)
 		if serving {
 			if err := chain.Populate(n.blockStore, n.stateStore, 1, height+3); err != nil {
 				return nil, err
@@ -129,19 +131,14 @@ func run(peers, sizeMB, chunkKB int, rate, height int64, plain bool, timeout tim
 		}
 		e.Cleanup(func() { os.RemoveAll(tmp) })
 		cfg.TempDir = tmp
+		// The trust root an operator would take from a block explorer.
+		trust := chain.TrustOptions(1, 24*time.Hour)
+		cfg.Enable, cfg.UseP2P = !serving, true
+		cfg.TrustHeight, cfg.TrustHash = trust.Height, fmt.Sprintf("%X", trust.Hash)
 		deps := statesync.Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: n.stateStore, BlockStore: n.blockStore, Genesis: chain.GenesisState(),
-		}
-		if !serving {
-			primary, witness := chain.Provider(), chain.Provider()
-			sp, err := statesync.NewLightClientStateProvider(ctx, chain.ChainID(), sm.InitStateVersion, 1,
-				primary, []provider.Provider{witness}, chain.TrustOptions(1, 24*time.Hour), primary,
-				10*time.Second, nil)
-			if err != nil {
-				return nil, err
-			}
-			deps.StateProvider = sp
+			Backfill: statesync.NewDBBackfillStore(blockDB, stateDB),
 		}
 		n.reactor, err = statesync.NewReactor(cfg, deps)
 		return n, err
@@ -239,13 +236,13 @@ func run(peers, sizeMB, chunkKB int, rate, height int64, plain bool, timeout tim
 	rows := [][2]string{
 		{"snapshot", fmt.Sprintf("height %d, format %d, %d chunks", snap.Height, snap.Format, snap.Chunks)},
 		{"bytes", fmt.Sprintf("%.1f MB", float64(fetchedBytes)/1e6)},
-		{"sync time", took.Round(time.Millisecond).String() + " (discovery, verification, restore, bootstrap)"},
+		{"sync time", took.Round(time.Millisecond).String() + " (discovery, P2P verification, restore, bootstrap, backfill)"},
 		{"transfer", fmt.Sprintf("%.1f MB/s over %d peers = %.0f%% of their summed link rate",
 			float64(fetchedBytes)/1e6/xfer.Seconds(), peers,
 			100*float64(fetchedBytes)/(xfer.Seconds()*float64(peers)*float64(rate)))},
 		{"state", fmt.Sprintf("height %d, app hash %X, %d validators", state.LastBlockHeight, state.AppHash[:8], state.Validators.Size())},
 		{"stores", fmt.Sprintf("state store at height %d, seen commit saved", loaded.LastBlockHeight)},
-		{"backfill", "not run: P2P light blocks and backfill are not built yet"},
+		{"backfill", backfillLine(fresh)},
 	}
 	for _, r := range rows {
 		fmt.Printf("  %-10s %s\n", r[0], r[1])
@@ -254,11 +251,30 @@ func run(peers, sizeMB, chunkKB int, rate, height int64, plain bool, timeout tim
 	return nil
 }
 
+func backfillLine(n *node) string {
+	res := n.reactor.LastBackfill()
+	if res == nil {
+		return "not run"
+	}
+	line := fmt.Sprintf("%d blocks (heights %d..%d) in %v, stopped: %v", res.Blocks, res.From, res.To,
+		res.Duration.Round(time.Millisecond), res.Stopped)
+	if res.Err != nil {
+		line += fmt.Sprintf(" (error: %v)", res.Err)
+	}
+	if meta := n.blockStore.LoadBlockMeta(res.To); meta != nil && n.blockStore.LoadBlockCommit(res.To) != nil {
+		line += fmt.Sprintf("; CometBFT's block store loads the meta and commit of height %d", res.To)
+	}
+	return line
+}
+
 func render(p statesync.Progress) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-9s", p.Phase)
 	if p.SnapshotHeight > 0 {
 		fmt.Fprintf(&b, " snapshot %d", p.SnapshotHeight)
+	}
+	if p.Phase == statesync.PhaseBackfill || p.BackfillTotal > 0 {
+		fmt.Fprintf(&b, "  backfill %d/%d blocks", p.BackfillDone, p.BackfillTotal)
 	}
 	if p.ChunksTotal > 0 {
 		fmt.Fprintf(&b, "  chunks fetched %d/%d applied %d/%d  %.1f MB  %.1f MB/s", p.ChunksFetched, p.ChunksTotal,
