@@ -12,6 +12,30 @@ import (
 	"github.com/cometbft/cometbft/types"
 )
 
+// BackfillStop says why a backfill ended (BackfillResult.Stopped).
+type BackfillStop string
+
+const (
+	// BackfillComplete: a block at or below the height bound and older than
+	// the time bound of the evidence params was stored; every height evidence
+	// can still refer to is backfilled.
+	BackfillComplete BackfillStop = "complete"
+	// BackfillReachedInitialHeight: the chain's initial height was stored.
+	BackfillReachedInitialHeight BackfillStop = "initial_height"
+	// BackfillNoPeers: no connected peer served the next height needed
+	// within the stall bound.
+	BackfillNoPeers BackfillStop = "no_peers"
+	// BackfillRetriesExhausted: one height failed too often (timeouts, bad
+	// blocks).
+	BackfillRetriesExhausted BackfillStop = "retries_exhausted"
+	// BackfillCancelled: the context ended or the Reactor stopped.
+	BackfillCancelled BackfillStop = "cancelled"
+	// BackfillStoreFailed: persisting verified blocks failed.
+	BackfillStoreFailed BackfillStop = "store_failed"
+	// BackfillInvalidState: the state given to Backfill cannot anchor it.
+	BackfillInvalidState BackfillStop = "invalid_state"
+)
+
 // BackfillResult reports what Backfill did.
 type BackfillResult struct {
 	// From is the height backfill started at: the state's LastBlockHeight.
@@ -128,7 +152,7 @@ type backfiller struct {
 }
 
 func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSettings) (res BackfillResult, err error) {
-	b := &backfiller{r: r, set: set, state: state, store: r.backfillStore(), started: time.Now()}
+	b := &backfiller{r: r, set: set, state: state, store: r.deps.Backfill, started: time.Now()}
 	res.From = state.LastBlockHeight
 	defer func() {
 		res.Duration = time.Since(b.started)

@@ -4,7 +4,9 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,11 +273,10 @@ func newBackfillNode(t testing.TB, chain *chaingen.Chain, cfg func(*Config)) *bf
 	r, err := NewReactor(c, Deps{
 		Snapshots: conns.Snapshot(), Query: conns.Query(),
 		StateStore: sm.NewStore(n.stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(n.blockDB),
-		Genesis: chain.GenesisState(), Logger: log.NewNopLogger(),
+		Backfill: NewDBBackfillStore(n.blockDB, n.stateDB),
+		Genesis:  chain.GenesisState(), Logger: log.NewNopLogger(),
 	})
 	require.NoError(t, err)
-	setBackfillStore(r, NewDBBackfillStore(n.blockDB, n.stateDB))
-	t.Cleanup(func() { setBackfillStore(r, nil) })
 	n.r = r
 	n.net = newFakeNet(t, r)
 	r.AttachRouter(n.net)
@@ -572,7 +573,7 @@ func TestBackfillRefusesBadInput(t *testing.T) {
 func TestBackfillWithoutStore(t *testing.T) {
 	chain := testChain(t, chaingen.Options{Height: 40})
 	n := newBackfillNode(t, chain, nil)
-	setBackfillStore(n.r, nil)
+	n.r.deps.Backfill = nil
 	n.net.add("a", &fakePeer{chain: chain})
 	res, err := n.r.Backfill(backfillCtx(t), chain.State(30))
 	require.NoError(t, err)
@@ -713,10 +714,9 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, o mconnOpts) *mconnNet {
 	}
 	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
 		StateStore: sm.NewStore(m.stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(m.blockDB),
-		Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
+		Backfill: NewDBBackfillStore(m.blockDB, m.stateDB), Genesis: chain.GenesisState(),
+		Logger: log.NewNopLogger()})
 	require.NoError(tb, err)
-	setBackfillStore(r, NewDBBackfillStore(m.blockDB, m.stateDB))
-	tb.Cleanup(func() { setBackfillStore(r, nil) })
 	m.fresh = r
 	reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
 	m.nodes = p2ptest.Network(tb, p2ptest.Config(0), reactors)
@@ -746,10 +746,14 @@ func TestBackfillOverMConnections(t *testing.T) {
 // node delayed by a Router wrapper) and with none. Each iteration
 // backfills 2000 blocks (4 to 5 validators) into fresh databases.
 //
-// The window cases: the default backfill_window, 16 (the most the default
-// serve_queue_per_peer of 16 admits without drops), and 32 against
-// servers whose serve_queue_per_peer is 64. A window above the servers'
-// queue gets requests dropped, and every drop costs a timeout.
+// The cases: the default backfill_window against the default
+// serve_queue_per_peer, then windows of 16, 32 and 64 against servers
+// whose serve_queue_per_peer admits them. A window above the servers'
+// queue gets requests dropped, and every drop costs a timeout. The
+// cpu-util metric is the share of the machine the whole process (serving
+// nodes included) used: near 1, throughput is bound by computation; well
+// below, by waiting (round trips, and the MConnection's 10 ms flush
+// throttle on both sides of each one).
 func BenchmarkBackfill(b *testing.B) {
 	const blocks = 2000
 	chain := testChain(b, chaingen.Options{Height: blocks + 5, ValSetChanges: map[int64]int{500: 5, 1500: 4}})
@@ -759,11 +763,13 @@ func BenchmarkBackfill(b *testing.B) {
 		queue  int
 	}{
 		{50 * time.Millisecond, DefaultBackfillWindow, DefaultServeQueuePerPeer},
-		{50 * time.Millisecond, 16, DefaultServeQueuePerPeer},
+		{50 * time.Millisecond, 16, 16},
 		{50 * time.Millisecond, 32, 64},
+		{50 * time.Millisecond, 64, 128},
 		{0, DefaultBackfillWindow, DefaultServeQueuePerPeer},
-		{0, 16, DefaultServeQueuePerPeer},
+		{0, 16, 16},
 		{0, 32, 64},
+		{0, 64, 128},
 	} {
 		name := fmt.Sprintf("peers=4/rtt=%v/window=%d/serve_queue=%d", tc.rtt, tc.window, tc.queue)
 		b.Run(name, func(b *testing.B) {
@@ -774,13 +780,14 @@ func BenchmarkBackfill(b *testing.B) {
 			})
 			state := stateWithEvidence(chain, blocks, blocks-1, time.Nanosecond)
 			var total int
-			var took time.Duration
+			var took, cpu time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				setBackfillStore(m.fresh, NewDBBackfillStore(dbm.NewMemDB(), dbm.NewMemDB()))
-				start := time.Now()
+				m.fresh.deps.Backfill = NewDBBackfillStore(dbm.NewMemDB(), dbm.NewMemDB())
+				start, cpu0 := time.Now(), processCPU()
 				res, err := m.fresh.Backfill(context.Background(), state)
 				took += time.Since(start)
+				cpu += processCPU() - cpu0
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -790,6 +797,16 @@ func BenchmarkBackfill(b *testing.B) {
 				total += res.Blocks
 			}
 			b.ReportMetric(float64(total)/took.Seconds(), "blocks/s")
+			b.ReportMetric(cpu.Seconds()/(took.Seconds()*float64(runtime.NumCPU())), "cpu-util")
 		})
 	}
+}
+
+// processCPU returns the CPU time (user and system) the process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

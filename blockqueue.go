@@ -9,30 +9,6 @@ import (
 	"github.com/cometbft/cometbft/types"
 )
 
-// Backfill stop reasons (BackfillResult.Stopped).
-type BackfillStop string
-
-const (
-	// BackfillComplete: a block at or below the height bound and older than
-	// the time bound of the evidence params was stored; every height evidence
-	// can still refer to is backfilled.
-	BackfillComplete BackfillStop = "complete"
-	// BackfillReachedInitialHeight: the chain's initial height was stored.
-	BackfillReachedInitialHeight BackfillStop = "initial_height"
-	// BackfillNoPeers: no connected peer served the next height needed
-	// within the stall bound.
-	BackfillNoPeers BackfillStop = "no_peers"
-	// BackfillRetriesExhausted: one height failed too often (timeouts, bad
-	// blocks).
-	BackfillRetriesExhausted BackfillStop = "retries_exhausted"
-	// BackfillCancelled: the context ended or the Reactor stopped.
-	BackfillCancelled BackfillStop = "cancelled"
-	// BackfillStoreFailed: persisting verified blocks failed.
-	BackfillStoreFailed BackfillStop = "store_failed"
-	// BackfillInvalidState: the state given to Backfill cannot anchor it.
-	BackfillInvalidState BackfillStop = "invalid_state"
-)
-
 // queueLimits are the knobs of a blockQueue.
 type queueLimits struct {
 	window      int // most requests in flight per peer (the window grows to it)

@@ -106,7 +106,7 @@ type Config struct {
 	// requests are served at the same time.
 	ServePerPeer int `mapstructure:"serve_per_peer" toml:"serve_per_peer"`
 
-	// ServeQueuePerPeer (serve_queue_per_peer, default 16): how many
+	// ServeQueuePerPeer (serve_queue_per_peer, default 64): how many
 	// requests one peer may have queued or running; more are dropped and
 	// counted. Must not be below ServePerPeer.
 	ServeQueuePerPeer int `mapstructure:"serve_queue_per_peer" toml:"serve_queue_per_peer"`
@@ -117,7 +117,7 @@ type Config struct {
 	// backfill is reported, never fatal.
 	Backfill bool `mapstructure:"backfill" toml:"backfill"`
 
-	// BackfillWindow (backfill_window, default 8, 1..64): light-block
+	// BackfillWindow (backfill_window, default 32, 1..64): light-block
 	// requests in flight per peer during backfill.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
 }
@@ -135,8 +135,8 @@ const (
 	DefaultLightBlockTimeout   = 10 * time.Second
 	DefaultServeWorkers        = 8
 	DefaultServePerPeer        = 2
-	DefaultServeQueuePerPeer   = 16
-	DefaultBackfillWindow      = 8
+	DefaultServeQueuePerPeer   = 64
+	DefaultBackfillWindow      = 32
 
 	// maxWindow bounds ChunkWindow and BackfillWindow.
 	maxWindow = 64

@@ -23,8 +23,8 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 	require.Equal(t, 2*time.Minute, d.DiscoveryTimeout)
 	require.Equal(t, 10*time.Second, d.LightBlockTimeout)
 	require.Equal(t, 30*time.Second, d.VerifyTimeout)
-	require.Equal(t, 8, d.BackfillWindow)
-	require.Equal(t, 16, d.ServeQueuePerPeer)
+	require.Equal(t, 32, d.BackfillWindow)
+	require.Equal(t, 64, d.ServeQueuePerPeer)
 }
 
 func TestConfigValidateBasicNamesTheField(t *testing.T) {

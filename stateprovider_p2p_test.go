@@ -269,16 +269,12 @@ func TestBlockProvider(t *testing.T) {
 	require.Equal(t, context.Canceled, err)
 }
 
-// TestSyncOverP2PThenBackfill: a fresh node restores a snapshot from three
-// serving nodes over real MConnections verifying it with light blocks and
-// params fetched from its peers — no RPC server anywhere — then backfills
-// every height below the snapshot; CometBFT's own loaders return the
-// meta, commit and validators of each, equal to the source chain's, and
-// the node serves them as light blocks.
-//
-// Until Sync builds the P2P provider itself from Config.UseP2P, the test
-// builds it the way Sync will (newP2PStateProvider on the running
-// Reactor) and hands it over through Deps.StateProvider.
+// TestSyncOverP2PThenBackfill: a fresh node configured with use_p2p and
+// no RPC server restores a snapshot from three serving nodes over real
+// MConnections, verifying it with light blocks and params fetched from its
+// peers, and Sync then backfills every height below the snapshot:
+// CometBFT's own loaders return the meta, commit and validators of each,
+// equal to the source chain's, and the node serves them as light blocks.
 func TestSyncOverP2PThenBackfill(t *testing.T) {
 	const height = 60
 	appOpts := kvapp.Options{Keys: 300, ValueSize: 256, ChunkSize: 8 << 10, Height: height}
@@ -311,23 +307,18 @@ func TestSyncOverP2PThenBackfill(t *testing.T) {
 	trust := chain.TrustOptions(1, 24*time.Hour)
 	cfg := TestConfig()
 	cfg.UseP2P = true
+	cfg.RPCServers = nil
 	cfg.TempDir = t.TempDir()
 	cfg.TrustHeight, cfg.TrustHash, cfg.TrustPeriod = trust.Height, fmt.Sprintf("%X", trust.Hash), trust.Period
 	fresh, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
 		StateStore: sm.NewStore(stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(blockDB),
-		Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
+		Backfill: NewDBBackfillStore(blockDB, stateDB), Genesis: chain.GenesisState(),
+		Logger: log.NewNopLogger()})
 	require.NoError(t, err)
-	setBackfillStore(fresh, NewDBBackfillStore(blockDB, stateDB))
-	t.Cleanup(func() { setBackfillStore(fresh, nil) })
 	reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": fresh})
 	p2ptest.Network(t, p2ptest.Config(0), reactors)
 
-	ctx := backfillCtx(t)
-	sp, err := newP2PStateProvider(ctx, fresh, trust)
-	require.NoError(t, err)
-	fresh.deps.StateProvider = sp
-
-	state, err := fresh.Sync(ctx)
+	state, err := fresh.Sync(backfillCtx(t))
 	require.NoError(t, err)
 	want := chain.State(height)
 	require.Equal(t, want.LastBlockID, state.LastBlockID)
@@ -336,8 +327,9 @@ func TestSyncOverP2PThenBackfill(t *testing.T) {
 	require.Equal(t, chain.Params(), state.ConsensusParams)
 	require.Equal(t, srcHash, freshApp.AppHash())
 
-	res, err := fresh.Backfill(ctx, state)
-	require.NoError(t, err)
+	res := fresh.LastBackfill()
+	require.NotNil(t, res, "Sync backfills")
+	require.NoError(t, res.Err)
 	require.Equal(t, BackfillReachedInitialHeight, res.Stopped)
 	require.Equal(t, height, res.Blocks)
 	requireBackfilled(t, &bfNode{blockDB: blockDB, stateDB: stateDB}, chain, 1, height)

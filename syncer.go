@@ -120,7 +120,14 @@ func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
 	r.logger.Info("Snapshot restored and stores bootstrapped", "height", state.LastBlockHeight,
 		"app_hash", fmt.Sprintf("%X", state.AppHash))
 
-	if r.cfg.Backfill {
+	if r.cfg.Backfill && len(r.peers.capable(LightBlockChannel)) == 0 {
+		// Stock CometBFT peers do not serve light blocks: do not wait for one.
+		err := fmt.Errorf("%w: no connected peer serves light blocks (channel 0x62)", ErrBackfill)
+		r.mtx.Lock()
+		r.lastBackfill = &BackfillResult{From: state.LastBlockHeight, To: state.LastBlockHeight, Err: err}
+		r.mtx.Unlock()
+		r.logger.Error("Skipping backfill; the node continues without evidence history", "err", err)
+	} else if r.cfg.Backfill {
 		r.progress.update(func(p *Progress) { p.Phase = PhaseBackfill })
 		res, err := r.Backfill(ctx, state)
 		r.mtx.Lock()
