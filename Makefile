@@ -26,10 +26,11 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: restore link utilisation at 2/4/8 peers with 1 and 10 MB chunks
-## over CometBFT's default per-connection rate (see BENCHMARKS.md)
+## bench: restore link utilisation at 2/4/8 peers with 1 and 10 MB chunks over
+## CometBFT's default per-connection rate, ours against CometBFT's built-in
+## reactor, and backfill blocks/s at 0 and 50 ms round trip (see BENCHMARKS.md)
 bench:
-	$(GO) test -run '^$$' -bench BenchmarkRestore -benchtime 1x -timeout 30m . $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
 
 ## fuzz: fuzz the wire decoder and validators for a while
 fuzz:
