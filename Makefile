@@ -30,7 +30,7 @@ fmt:
 ## CometBFT's default per-connection rate, ours against CometBFT's built-in
 ## reactor, and backfill blocks/s at 0 and 50 ms round trip (see BENCHMARKS.md)
 bench:
-	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill|BenchmarkRestoreMemory' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
 
 ## fuzz: fuzz the wire decoder and validators for a while
 fuzz:

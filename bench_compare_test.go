@@ -138,3 +138,34 @@ func benchCompare(b *testing.B, peers, chunk, size int, p2pRate, rate int64) {
 	}
 	b.ReportMetric(heapMB, "heap-MB")
 }
+
+// BenchmarkRestoreMemory restores a 1 GiB snapshot (kvapp's streaming mode:
+// the serving app generates each chunk when asked, the restoring app keeps
+// only a digest) from 2 peers with rate limits lifted, and reports the peak
+// growth of the in-use heap during the restore: what the library holds,
+// plus the serving side's chunks in flight in the same process.
+func BenchmarkRestoreMemory(b *testing.B) {
+	const size = 1 << 30
+	for _, chunk := range []int{1 << 20, 10 << 20} {
+		b.Run(fmt.Sprintf("size=1GiB/chunk=%dMB", chunk>>20), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				tn := newTestNet(b, netOpts{servers: 2, shareApp: true, streamBytes: size, chunkSize: chunk,
+					rate: 1 << 40, cfg: func(c *Config) {
+						c.DiscoveryTime, c.ChunkRequestTimeout, c.Backfill = 100*time.Millisecond, 10*time.Second, false
+					}})
+				runtime.GC()
+				heap := sampleHeap()
+				start := time.Now()
+				if _, err := tn.fresh.reactor.Sync(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				took := time.Since(start)
+				peak := heap.finish()
+				inflight := float64(2*DefaultConfig().ChunkWindow*chunk) / (1 << 20)
+				b.ReportMetric(peak, "peak-heap-MB")
+				b.ReportMetric(inflight, "chunks-in-flight-MB")
+				b.ReportMetric(float64(size)/1e6/took.Seconds(), "MB/s")
+			}
+		})
+	}
+}

@@ -51,6 +51,7 @@ type netOpts struct {
 	heights     []int64 // per-server snapshot heights (default: all at height)
 	noSnapshots bool    // servers have no snapshot
 	shareApp    bool    // every server serves the source app (saves memory in benchmarks)
+	streamBytes int64   // kvapp streaming mode: a state of this many bytes, never held in memory
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
 	cfg         func(c *Config)
 	server      func(i int, app *kvapp.App)
@@ -89,7 +90,8 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		o.rate = 50_000_000
 	}
 	tn := &testNet{height: o.height}
-	tn.source = kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height})
+	tn.source = kvapp.New(kvapp.Options{Keys: o.keys, ValueSize: o.valueSize, ChunkSize: o.chunkSize, Height: o.height,
+		StreamBytes: o.streamBytes})
 	srcHash := tn.source.AppHash()
 	snapHeights := map[int64]bool{o.height: true}
 	heightOf := func(i int) int64 {
