@@ -1,297 +1,272 @@
-// Command demo shows a state sync end to end, in one process: serving nodes
-// holding a snapshot of a real signed chain, and a fresh node that discovers
-// the snapshot, verifies its height with CometBFT's light client over light
-// blocks fetched from its peers (use_p2p: no RPC server anywhere), fetches
-// the chunks from every serving node over real MConnections (loopback TCP,
-// CometBFT's default 5 MB/s per connection), restores its app, bootstraps
-// its state and block stores, and backfills the block headers below the
-// snapshot into them.
+// Command demo shows state sync end to end on a real CometBFT v0.40
+// network, in one process, on loopback TCP only:
 //
-// Run it with `make demo` (or `go run ./cmd/demo -h` for the knobs).
+//  1. a validator set produces blocks with an app that takes a snapshot
+//     every few blocks, and full nodes follow it; every node is a complete
+//     CometBFT node (node.NewNode) running this library as its state sync
+//     reactor, serving snapshots, chunks, light blocks and params;
+//  2. a fresh node joins knowing only the genesis, its peers' addresses and
+//     one trusted header hash; it discovers the snapshots, verifies the
+//     chosen one with light blocks fetched from its peers over P2P (no RPC
+//     server anywhere), fetches the chunks from every peer at once,
+//     restores its app, bootstraps its stores, backfills the headers below
+//     the snapshot, and hands over to block sync and consensus;
+//  3. it follows the chain for a few blocks, and the demo checks that its
+//     blocks and app state are the validators'.
+//
+// Run it with `make demo` (or `go run ./cmd/demo -h` for the knobs). It
+// exits 0 after the summary, or 1 with the error.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
+	"os/signal"
+	"syscall"
 	"time"
 
-	dbm "github.com/cometbft/cometbft-db"
-	"github.com/cometbft/cometbft/p2p"
-	"github.com/cometbft/cometbft/proxy"
-	sm "github.com/cometbft/cometbft/state"
-	"github.com/cometbft/cometbft/store"
+	"github.com/cometbft/cometbft/libs/log"
 
 	"github.com/statesync/statesync"
-	"github.com/statesync/statesync/internal/chaingen"
 	"github.com/statesync/statesync/internal/kvapp"
-	"github.com/statesync/statesync/internal/p2ptest"
+	"github.com/statesync/statesync/internal/localnet"
+	"github.com/statesync/statesync/internal/progressui"
 )
 
+type options struct {
+	validators, fullNodes int
+	sizeMB, chunkKB       int
+	interval              int64
+	follow                int64
+	rate                  int64
+	plain, verbose        bool
+	timeout               time.Duration
+}
+
 func main() {
-	var (
-		peers     = flag.Int("peers", 3, "serving nodes")
-		sizeMB    = flag.Int("size", 40, "snapshot size in MB")
-		chunkKB   = flag.Int("chunk", 1024, "chunk size in KiB")
-		rate      = flag.Int64("rate", 5_120_000, "p2p send/recv rate per connection, bytes/s (CometBFT's default)")
-		height    = flag.Int64("height", 100, "snapshot height")
-		plain     = flag.Bool("plain", false, "plain progress lines even on a terminal")
-		timeoutFl = flag.Duration("timeout", 5*time.Minute, "give up after this long")
-	)
+	var o options
+	flag.IntVar(&o.validators, "validators", 3, "validators")
+	flag.IntVar(&o.fullNodes, "full-nodes", 2, "serving full nodes (besides the validators)")
+	flag.IntVar(&o.sizeMB, "size", 256, "app state (and so snapshot) size in MB")
+	flag.IntVar(&o.chunkKB, "chunk", 1024, "snapshot chunk size in KiB")
+	flag.Int64Var(&o.interval, "snapshot-interval", 10, "the app takes a snapshot every N blocks")
+	flag.Int64Var(&o.follow, "follow", 5, "blocks the fresh node must follow after catching up")
+	flag.Int64Var(&o.rate, "rate", 0, "p2p send/recv rate per connection in B/s (0: CometBFT's default 5120000)")
+	flag.BoolVar(&o.plain, "plain", false, "plain progress lines even on a terminal")
+	flag.BoolVar(&o.verbose, "v", false, "print the nodes' logs to stderr")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.Parse()
-	if err := run(*peers, *sizeMB, *chunkKB, *rate, *height, *plain, *timeoutFl); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-// env implements p2ptest.TB for a command: failures abort the demo, and
-// cleanups run at the end.
-type env struct{ cleanups []func() }
+func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-func (e *env) Helper() {}
-func (e *env) Fatalf(format string, args ...any) {
-	panic(fmt.Errorf(format, args...))
-}
-func (e *env) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
-func (e *env) close() {
-	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
-	}
-}
-
-type node struct {
-	app        *kvapp.App
-	reactor    *statesync.Reactor
-	stateStore sm.Store
-	blockStore *store.BlockStore
-}
-
-func run(peers, sizeMB, chunkKB int, rate, height int64, plain bool, timeout time.Duration) (err error) {
-	e := &env{}
-	defer e.close()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func run(o options) (err error) {
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, o.timeout)
 	defer cancel()
+	started := time.Now()
 
-	fmt.Printf("statesync demo: %d serving nodes, a %d MB snapshot in %d KiB chunks, %.1f MB/s per connection\n",
-		peers, sizeMB, chunkKB, float64(rate)/1e6)
-
-	// 1. The state every serving node holds, and a signed chain whose
-	// header at height+1 commits to its app hash.
-	const valueSize = 4096
-	keys := sizeMB << 20 / (valueSize + 14)
-	appOpts := kvapp.Options{Keys: keys, ValueSize: valueSize, ChunkSize: chunkKB << 10, Height: height}
-	source := kvapp.New(appOpts)
-	appHash := source.AppHash()
-	chain, err := chaingen.New(chaingen.Options{
-		ChainID: "statesync-demo", Height: height + 4, Validators: 4,
-		ValSetChanges: map[int64]int{height / 2: 7, height - 3: 5},
-		AppHash: func(h int64) []byte {
-			if h == height+1 {
-				return appHash
-			}
-			return nil
-		},
-		StartTime: time.Now().Add(-time.Duration(height) * time.Second),
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("  chain %q: %d blocks signed by changing validator sets; snapshot at height %d, app hash %X\n",
-		chain.ChainID(), chain.Height(), height, appHash[:8])
-
-	mk := func(app *kvapp.App, serving bool) (*node, error) {
-		n := &node{app: app}
-		stateDB, blockDB := dbm.NewMemDB(), dbm.NewMemDB()
-		n.stateStore = sm.NewStore(stateDB, sm.StoreOptions{})
-		n.blockStore = store.NewBlockStore(blockDB)
-		if serving {
-			if err := chain.Populate(n.blockStore, n.stateStore, 1, height+3); err != nil {
-				return nil, err
-			}
-		}
-		conns := proxy.NewAppConns(proxy.NewLocalClientCreator(app), proxy.NopMetrics())
-		if err := conns.Start(); err != nil {
-			return nil, err
-		}
-		e.Cleanup(func() { _ = conns.Stop() })
-		cfg := statesync.DefaultConfig()
-		cfg.DiscoveryTime = time.Second
-		tmp, err := os.MkdirTemp("", "statesync-demo-")
-		if err != nil {
-			return nil, err
-		}
-		e.Cleanup(func() { os.RemoveAll(tmp) })
-		cfg.TempDir = tmp
-		// The trust root an operator would take from a block explorer.
-		trust := chain.TrustOptions(1, 24*time.Hour)
-		cfg.Enable, cfg.UseP2P = !serving, true
-		cfg.TrustHeight, cfg.TrustHash = trust.Height, fmt.Sprintf("%X", trust.Hash)
-		deps := statesync.Deps{
-			Snapshots: conns.Snapshot(), Query: conns.Query(),
-			StateStore: n.stateStore, BlockStore: n.blockStore, Genesis: chain.GenesisState(),
-			Backfill: statesync.NewDBBackfillStore(blockDB, stateDB),
-		}
-		n.reactor, err = statesync.NewReactor(cfg, deps)
-		return n, err
-	}
-
-	// 2. Serving nodes and the fresh node, on CometBFT switches.
-	var nodes []*node
-	for i := 0; i < peers; i++ {
-		n, err := mk(kvapp.New(appOpts), true)
-		if err != nil {
+	logger := log.NewNopLogger()
+	var logFile *os.File
+	if o.verbose {
+		logger = log.NewFilter(log.NewTMLogger(log.NewSyncWriter(os.Stderr)), log.AllowInfo())
+	} else {
+		// Keep the nodes' logs for a post-mortem; removed on success.
+		if logFile, err = os.CreateTemp("", "statesync-demo-*.log"); err != nil {
 			return err
 		}
-		nodes = append(nodes, n)
+		logger = log.NewFilter(log.NewTMLogger(log.NewSyncWriter(logFile)), log.AllowInfo())
+		defer func() {
+			_ = logFile.Close()
+			if err == nil {
+				_ = os.Remove(logFile.Name())
+			} else {
+				fmt.Fprintf(os.Stderr, "nodes' logs: %s\n", logFile.Name())
+			}
+		}()
 	}
-	fresh, err := mk(kvapp.New(kvapp.Options{}), false)
+	rate := o.rate
+	if rate <= 0 {
+		rate = 5_120_000
+	}
+
+	step("Starting %d validators and %d full nodes (CometBFT v0.40, loopback TCP, %.2f MB/s per connection)",
+		o.validators, o.fullNodes, float64(rate)/1e6)
+	app := kvapp.Options{
+		StreamBytes: int64(o.sizeMB) << 20, ChunkSize: o.chunkKB << 10, Seed: 42,
+		// Stream snapshots cost nothing to keep: keep enough that the one
+		// being restored outlives the restore.
+		SnapshotInterval: o.interval, SnapshotKeep: 50,
+	}
+	net, err := localnet.Start(ctx, localnet.Options{
+		ChainID: "statesync-demo", Validators: o.validators, FullNodes: o.fullNodes,
+		App: app, Rate: o.rate, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the network: %w", err)
+	}
+	defer func() {
+		step("Stopping the network")
+		if serr := net.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	fmt.Printf("    app: %d MB of state, a snapshot every %d blocks in %d KiB chunks\n",
+		o.sizeMB, o.interval, o.chunkKB)
+	for _, m := range net.Nodes {
+		role := "full node"
+		if m.Validator {
+			role = "validator"
+		}
+		fmt.Printf("    %-10s %-9s %s\n", m.Name, role, m.P2PAddress())
+	}
+
+	// A snapshot is usable once its height+2 is committed (its state is
+	// verified with the headers above it).
+	step("Waiting for the chain to reach height %d (first snapshot at %d, usable two blocks later)",
+		o.interval+2, o.interval)
+	if err := net.WaitHeight(ctx, o.interval+2); err != nil {
+		return err
+	}
+	fmt.Printf("    height %d after %s\n", net.Height(), time.Since(started).Round(100*time.Millisecond))
+
+	trustHeight, trustHash, err := net.TrustRoot(1)
 	if err != nil {
 		return err
 	}
-	nodes = append(nodes, fresh)
-	reactors := make([]map[string]p2p.Reactor, len(nodes))
-	for i, n := range nodes {
-		reactors[i] = map[string]p2p.Reactor{"STATESYNC": n.reactor}
+	cfg := statesync.DefaultConfig()
+	cfg.Enable, cfg.UseP2P = true, true
+	cfg.TrustHeight, cfg.TrustHash = trustHeight, trustHash
+	cfg.DiscoveryTime = 2 * time.Second
+	tmp, err := os.MkdirTemp("", "statesync-demo-chunks-")
+	if err != nil {
+		return err
 	}
-	p2ptest.Network(e, p2ptest.Config(rate), reactors)
-	fmt.Printf("  %d CometBFT switches connected over loopback TCP (MConnection)\n", len(nodes))
+	defer os.RemoveAll(tmp)
+	cfg.TempDir = tmp
 
-	// 3. Sync, rendering progress.
-	sub, unsubscribe := fresh.reactor.Subscribe()
+	step("Starting a fresh node: state sync over P2P (use_p2p, no RPC servers), trusting header %d = %s…",
+		trustHeight, trustHash[:16])
+	syncStart := time.Now()
+	m, err := net.Join(localnet.JoinOptions{Name: "fresh", StateSync: cfg})
+	if err != nil {
+		return fmt.Errorf("starting the fresh node: %w", err)
+	}
+	n := m.Node()
+	progress, unsubscribe := n.Reactor().Subscribe()
 	defer unsubscribe()
-	tty := !plain && isTerminal()
-	rendered := make(chan struct{})
+	r := &progressui.Renderer{W: os.Stdout, TTY: !o.plain && progressui.IsTerminal(os.Stdout), Prefix: "    "}
 	var restoreStart, fetchedAt time.Time
-	var fetchedBytes int64
-	go func() {
-		defer close(rendered)
-		last := statesync.Phase("")
-		lastStep := uint32(0)
-		for p := range sub {
-			if p.Phase == statesync.PhaseRestore && restoreStart.IsZero() {
-				restoreStart = p.Time
-			}
-			if p.ChunksTotal > 0 && p.ChunksFetched == p.ChunksTotal && fetchedAt.IsZero() {
-				fetchedAt, fetchedBytes = p.Time, p.Bytes
-			}
-			line := render(p)
-			switch {
-			case tty:
-				fmt.Printf("\r\033[K  %s", line)
-				if p.Phase != last && last != "" {
-					fmt.Println()
-				}
-			case p.Phase != last:
-				fmt.Printf("  %s\n", line)
-			default:
-				if step := p.ChunksApplied / max(1, p.ChunksTotal/10); step != lastStep {
-					lastStep = step
-					fmt.Printf("  %s\n", line)
-				}
-			}
-			last = p.Phase
-			if p.Phase == statesync.PhaseDone || p.Phase == statesync.PhaseFailed {
+	var final statesync.Progress
+	func() {
+		defer r.Finish()
+		for {
+			select {
+			case <-ctx.Done():
 				return
+			case <-n.Done():
+				return
+			case p := <-progress:
+				r.Update(p)
+				if p.Phase == statesync.PhaseRestore && restoreStart.IsZero() {
+					restoreStart = p.Time
+				}
+				if p.ChunksTotal > 0 && p.ChunksFetched == p.ChunksTotal && fetchedAt.IsZero() {
+					fetchedAt = p.Time
+				}
+				final = p
+				if p.Phase == statesync.PhaseDone || p.Phase == statesync.PhaseFailed {
+					return
+				}
 			}
 		}
 	}()
-	start := time.Now()
-	state, syncErr := fresh.reactor.Sync(ctx)
-	took := time.Since(start)
-	<-rendered
-	if tty {
-		fmt.Println()
+	select {
+	case <-n.Synced():
+	case <-n.Done():
+		return fmt.Errorf("the fresh node stopped: %w", n.Err())
+	case <-ctx.Done():
+		return fmt.Errorf("state sync did not finish within %v (last progress: %s)", o.timeout, progressui.Line(n.Reactor().Progress()))
 	}
-	if syncErr != nil {
-		return syncErr
-	}
+	res := n.SyncResult()
+	snap := res.State.LastBlockHeight
+	fmt.Printf("    handed over to block sync at height %d, %s after the node started\n",
+		snap, time.Since(syncStart).Round(100*time.Millisecond))
 
-	// 4. Check and summarise.
-	if got := fresh.app.AppHash(); string(got) != string(appHash) {
-		return fmt.Errorf("restored app hash %X differs from the source's %X", got, appHash)
-	}
-	loaded, err := fresh.stateStore.Load()
+	// Follow the chain: block sync catches up, then consensus.
+	target := net.Height() + o.follow
+	step("Following the chain to height %d", target)
+	var lastShown time.Time
+	err = localnet.WaitFor(ctx, func() bool {
+		select {
+		case <-n.Done():
+			return true
+		default:
+		}
+		h := max(m.Height(), snap) // the block store is empty until block sync saves snap+1
+		if h >= target || time.Since(lastShown) >= time.Second {
+			lastShown = time.Now()
+			fmt.Printf("    fresh node at height %d (validators at %d)\n", h, net.Height())
+		}
+		return h >= target
+	}, fmt.Sprintf("the fresh node to reach height %d", target))
 	if err != nil {
 		return err
 	}
-	if loaded.LastBlockHeight != height {
-		return fmt.Errorf("state store at height %d, want %d", loaded.LastBlockHeight, height)
+	if e := n.Err(); e != nil {
+		return fmt.Errorf("the fresh node stopped: %w", e)
 	}
-	if fresh.blockStore.LoadSeenCommit(height) == nil {
-		return errors.New("no seen commit saved")
-	}
-	snap := source.Snapshot(uint64(height))
-	xfer := fetchedAt.Sub(restoreStart)
-	fmt.Println()
-	fmt.Println("summary")
-	rows := [][2]string{
-		{"snapshot", fmt.Sprintf("height %d, format %d, %d chunks", snap.Height, snap.Format, snap.Chunks)},
-		{"bytes", fmt.Sprintf("%.1f MB", float64(fetchedBytes)/1e6)},
-		{"sync time", took.Round(time.Millisecond).String() + " (discovery, P2P verification, restore, bootstrap, backfill)"},
-		{"transfer", fmt.Sprintf("%.1f MB/s over %d peers = %.0f%% of their summed link rate",
-			float64(fetchedBytes)/1e6/xfer.Seconds(), peers,
-			100*float64(fetchedBytes)/(xfer.Seconds()*float64(peers)*float64(rate)))},
-		{"state", fmt.Sprintf("height %d, app hash %X, %d validators", state.LastBlockHeight, state.AppHash[:8], state.Validators.Size())},
-		{"stores", fmt.Sprintf("state store at height %d, seen commit saved", loaded.LastBlockHeight)},
-		{"backfill", backfillLine(fresh)},
-	}
-	for _, r := range rows {
-		fmt.Printf("  %-10s %s\n", r[0], r[1])
-	}
-	fmt.Println("ok: the fresh node's app and stores match the chain")
-	return nil
-}
 
-func backfillLine(n *node) string {
-	res := n.reactor.LastBackfill()
-	if res == nil {
-		return "not run"
-	}
-	line := fmt.Sprintf("%d blocks (heights %d..%d) in %v, stopped: %v", res.Blocks, res.From, res.To,
-		res.Duration.Round(time.Millisecond), res.Stopped)
-	if res.Err != nil {
-		line += fmt.Sprintf(" (error: %v)", res.Err)
-	}
-	if meta := n.blockStore.LoadBlockMeta(res.To); meta != nil && n.blockStore.LoadBlockCommit(res.To) != nil {
-		line += fmt.Sprintf("; CometBFT's block store loads the meta and commit of height %d", res.To)
-	}
-	return line
-}
-
-func render(p statesync.Progress) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s", p.Phase)
-	if p.SnapshotHeight > 0 {
-		fmt.Fprintf(&b, " snapshot %d", p.SnapshotHeight)
-	}
-	if p.Phase == statesync.PhaseBackfill || p.BackfillTotal > 0 {
-		fmt.Fprintf(&b, "  backfill %d/%d blocks", p.BackfillDone, p.BackfillTotal)
-	}
-	if p.ChunksTotal > 0 {
-		fmt.Fprintf(&b, "  chunks fetched %d/%d applied %d/%d  %.1f MB  %.1f MB/s", p.ChunksFetched, p.ChunksTotal,
-			p.ChunksApplied, p.ChunksTotal, float64(p.Bytes)/1e6, p.Rate/1e6)
-		if p.ETA > 0 {
-			fmt.Fprintf(&b, "  ETA %v", p.ETA.Round(100*time.Millisecond))
+	// Check: the fresh node's blocks and app are the validators'.
+	v := net.Nodes[0]
+	for _, h := range []int64{1, snap, target} {
+		want, got := v.BlockStore().LoadBlockMeta(h), m.BlockStore().LoadBlockMeta(h)
+		if want == nil || got == nil || want.BlockID.Hash.String() != got.BlockID.Hash.String() {
+			return fmt.Errorf("block %d differs between the fresh node and %s", h, v.Name)
 		}
-	} else {
-		fmt.Fprintf(&b, " %d snapshots seen", p.Snapshots)
 	}
-	if p.Err != nil {
-		fmt.Fprintf(&b, "  error: %v", p.Err)
+	if !bytes.Equal(m.App.AppHash(), v.App.AppHash()) {
+		return fmt.Errorf("app hash %X differs from %s's %X", m.App.AppHash(), v.Name, v.App.AppHash())
 	}
-	return b.String()
-}
 
-func isTerminal() bool {
-	fi, err := os.Stdout.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	// Summary.
+	step("Summary")
+	xfer := fetchedAt.Sub(restoreStart)
+	rows := [][2]string{
+		{"snapshot", fmt.Sprintf("height %d, %d chunks of %d KiB", snap, final.ChunksTotal, o.chunkKB)},
+		{"bytes", fmt.Sprintf("%s fetched from %d peers", progressui.Bytes(final.Bytes), len(net.Nodes))},
+		{"restore", fmt.Sprintf("%s from Start to the bootstrapped state (discovery, P2P light-client verification, restore, backfill)",
+			res.Restore.Round(time.Millisecond))},
+	}
+	if xfer > 0 {
+		bps := float64(final.Bytes) / xfer.Seconds()
+		rows = append(rows, [2]string{"throughput", fmt.Sprintf("%s while fetching chunks = %.0f%% of the peers' summed link rate",
+			progressui.Rate(bps), 100*bps/(float64(len(net.Nodes))*float64(rate)))})
+	}
+	bf := res.Backfill
+	bfLine := fmt.Sprintf("%d blocks (heights %d down to %d) in %s", bf.Blocks, bf.From, bf.To, bf.Duration.Round(time.Millisecond))
+	if bf.Err != nil {
+		bfLine += fmt.Sprintf(", failed (not fatal): %v", bf.Err)
+	}
+	rows = append(rows,
+		[2]string{"backfill", bfLine},
+		[2]string{"final", fmt.Sprintf("height %d, blocks and app hash %X… match %s", m.Height(), m.App.AppHash()[:8], v.Name)},
+		[2]string{"total", time.Since(started).Round(100 * time.Millisecond).String()},
+	)
+	for _, row := range rows {
+		fmt.Printf("    %-11s %s\n", row[0], row[1])
+	}
+	if bf.Err != nil {
+		return errors.New("backfill failed")
+	}
+	return nil
 }

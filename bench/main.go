@@ -1,0 +1,265 @@
+// Command bench measures the library against CometBFT v0.40's built-in
+// state sync reactor (`make bench`, or `go run ./bench -h` for the knobs):
+//
+//   - restore: the same snapshot restored from the same serving peers over
+//     real MConnections (loopback TCP, CometBFT's default 5 120 000 B/s per
+//     connection) by our Reactor and by CometBFT's, at 2, 4 and 8 peers with
+//     1 MB and 10 MB chunks: time (accepted offer to last chunk applied),
+//     throughput, link utilisation (bytes / (time x sum of the peers'
+//     rates)), the ratio ours/theirs, and each restore's peak heap growth;
+//   - the same with rate limits lifted (CPU-bound);
+//   - the peak heap of a 1 GiB restore (kvapp's streaming mode: neither
+//     app holds the state, so what grows is the reactors' and the p2p
+//     stack's memory);
+//   - backfill blocks/s from 4 peers at 0 and 50 ms of added round trip.
+//
+// Everything runs in one process: the serving nodes' memory and CPU count
+// too, and on a small machine the serving side competes with the restorer.
+// -md prints the tables as Markdown for BENCHMARKS.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cometbft/cometbft/libs/log"
+)
+
+type config struct {
+	peers        []int
+	chunksMB     []int
+	sizeMB       int
+	rate         int64
+	liftedPeers  int
+	heapMB       int
+	heapChunkMB  int
+	backfill     int
+	backfillRTTs []time.Duration
+	only         map[string]bool
+	md, verbose  bool
+}
+
+func main() {
+	var (
+		c       config
+		peers   = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
+		chunks  = flag.String("chunks", "1,10", "chunk sizes in MB")
+		rtts    = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
+		only    = flag.String("only", "restore,lifted,heap,backfill", "sections to run")
+		quick   = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
+		sizeArg = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
+	)
+	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
+	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
+	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
+	flag.IntVar(&c.heapChunkMB, "heap-chunk", 10, "chunk size in MB of that restore")
+	flag.IntVar(&c.backfill, "backfill-blocks", 2000, "blocks to backfill")
+	flag.BoolVar(&c.md, "md", false, "print Markdown tables")
+	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
+	flag.Parse()
+
+	var err error
+	if c.peers, err = ints(*peers); err != nil {
+		fatalf("-peers: %v", err)
+	}
+	if c.chunksMB, err = ints(*chunks); err != nil {
+		fatalf("-chunks: %v", err)
+	}
+	for _, s := range strings.Split(*rtts, ",") {
+		if s == "0" {
+			s = "0s"
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			fatalf("-backfill-rtt: %v", err)
+		}
+		c.backfillRTTs = append(c.backfillRTTs, d)
+	}
+	c.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		c.only[strings.TrimSpace(s)] = true
+	}
+	c.sizeMB = *sizeArg
+	if *quick {
+		if c.sizeMB == 0 {
+			c.sizeMB = 16
+		}
+		c.heapMB, c.backfill = min(c.heapMB, 128), min(c.backfill, 300)
+	}
+	logger := log.NewNopLogger()
+	if c.verbose {
+		logger = log.NewFilter(log.NewTMLogger(log.NewSyncWriter(os.Stderr)), log.AllowInfo())
+	}
+	fmt.Printf("# go run ./bench %s\n# %s, %d CPUs, %s\n\n", strings.Join(os.Args[1:], " "),
+		runtime.Version(), runtime.NumCPU(), time.Now().Format("2006-01-02"))
+	if err := run(c, logger); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q: want positive integers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func mb(b uint64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
+
+func run(c config, logger log.Logger) error {
+	var results []restoreResult
+	if c.only["restore"] {
+		for _, chunkMB := range c.chunksMB {
+			for _, peers := range c.peers {
+				chunk := chunkMB << 20
+				size := int64(c.sizeMB) << 20
+				if c.sizeMB == 0 {
+					size = max(100<<20, int64(6*peers*chunk))
+				}
+				fmt.Fprintf(os.Stderr, "restore: %d MB chunks, %d peers, %d MB ...\n", chunkMB, peers, size>>20)
+				r, err := runRestore(restoreCase{peers: peers, chunk: chunk, size: size, rate: c.rate, ours: true, their: true}, logger)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+			}
+		}
+	}
+	if c.only["lifted"] {
+		size := int64(c.sizeMB) << 20
+		if c.sizeMB == 0 {
+			size = 256 << 20
+		}
+		fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
+		r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true}, logger)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	if len(results) > 0 {
+		printRestore(c, results)
+	}
+
+	if c.only["heap"] && c.heapMB > 0 {
+		fmt.Fprintf(os.Stderr, "restore: %d MB, %d MB chunks, 2 peers, lifted, for the peak heap ...\n", c.heapMB, c.heapChunkMB)
+		r, err := runRestore(restoreCase{peers: 2, chunk: c.heapChunkMB << 20, size: int64(c.heapMB) << 20, ours: true, their: true}, logger)
+		if err != nil {
+			return err
+		}
+		printHeap(c, r)
+	}
+
+	if c.only["backfill"] && c.backfill > 0 {
+		fmt.Fprintf(os.Stderr, "backfill: %d blocks from 4 peers ...\n", c.backfill)
+		bf, err := runBackfill(c.backfill, 4, c.backfillRTTs, logger)
+		if err != nil {
+			return err
+		}
+		printBackfill(c, bf)
+	}
+	return nil
+}
+
+// table prints rows as Markdown or aligned text.
+func table(md bool, header []string, rows [][]string) {
+	if md {
+		fmt.Println("| " + strings.Join(header, " | ") + " |")
+		fmt.Println("|" + strings.Repeat("---|", len(header)))
+		for _, r := range rows {
+			fmt.Println("| " + strings.Join(r, " | ") + " |")
+		}
+		fmt.Println()
+		return
+	}
+	width := make([]int, len(header))
+	for i, h := range header {
+		width[i] = len(h)
+	}
+	for _, r := range rows {
+		for i, f := range r {
+			width[i] = max(width[i], len(f))
+		}
+	}
+	line := func(fs []string) {
+		for i, f := range fs {
+			fmt.Printf("%-*s  ", width[i], f)
+		}
+		fmt.Println()
+	}
+	line(header)
+	for _, r := range rows {
+		line(r)
+	}
+	fmt.Println()
+}
+
+func printRestore(c config, rs []restoreResult) {
+	fmt.Println("## Restore: ours vs CometBFT v0.40's built-in reactor (same snapshot, same peers)")
+	fmt.Println()
+	header := []string{"rate/conn", "chunk", "peers", "size", "ours s", "theirs s", "ours MB/s", "theirs MB/s",
+		"ours util", "theirs util", "ours/theirs", "ours heap MB", "theirs heap MB"}
+	var rows [][]string
+	for _, r := range rs {
+		mbytes := float64(r.bytes) / 1e6
+		ours, theirs := mbytes/r.ours.took.Seconds(), mbytes/r.theirs.took.Seconds()
+		rate, ou, tu := "lifted", "—", "—"
+		if r.rate > 0 {
+			capacity := float64(r.peers) * float64(r.rate) / 1e6
+			rate = fmt.Sprintf("%.2f MB/s", float64(r.rate)/1e6)
+			ou, tu = fmt.Sprintf("%.0f %%", 100*ours/capacity), fmt.Sprintf("%.0f %%", 100*theirs/capacity)
+		}
+		rows = append(rows, []string{rate, fmt.Sprintf("%d MB", r.chunk>>20), strconv.Itoa(r.peers),
+			fmt.Sprintf("%d MB", r.bytes>>20),
+			fmt.Sprintf("%.1f", r.ours.took.Seconds()), fmt.Sprintf("%.1f", r.theirs.took.Seconds()),
+			fmt.Sprintf("%.1f", ours), fmt.Sprintf("%.1f", theirs), ou, tu,
+			fmt.Sprintf("%.2f", ours/theirs), mb(r.ours.peak), mb(r.theirs.peak)})
+	}
+	table(c.md, header, rows)
+	fmt.Println("time: accepted OfferSnapshot to last chunk applied; util = bytes / (time x peers x rate);")
+	fmt.Println("ours/theirs = throughput ratio; heap = peak growth of heap objects during the restore")
+	fmt.Println("(whole process: the serving peers' chunks in flight included).")
+	fmt.Println()
+}
+
+func printHeap(c config, r restoreResult) {
+	fmt.Printf("## Peak heap of a %d MB restore (%d MB chunks, 2 peers, rate limits lifted)\n\n", r.bytes>>20, r.chunk>>20)
+	header := []string{"reactor", "time s", "MB/s", "peak heap MB", "peak live heap MB"}
+	row := func(name string, x restoreRun) []string {
+		return []string{name, fmt.Sprintf("%.1f", x.took.Seconds()),
+			fmt.Sprintf("%.1f", float64(r.bytes)/1e6/x.took.Seconds()), mb(x.peak), mb(x.live)}
+	}
+	table(c.md, header, [][]string{row("ours", r.ours), row("CometBFT v0.40", r.theirs)})
+	fmt.Println("kvapp streaming mode: the serving app generates each chunk when asked, the restoring app keeps")
+	fmt.Println("a digest, so the growth is the reactors', the p2p stack's and the chunks in flight.")
+	fmt.Println("peak heap = heap objects incl. unswept garbage; live = live heap as of the last GC.")
+	fmt.Println()
+}
+
+func printBackfill(c config, bs []backfillResult) {
+	fmt.Println("## Backfill (ours; CometBFT v0.40 has none)")
+	fmt.Println()
+	header := []string{"peers", "added RTT", "blocks", "time s", "blocks/s", "stopped"}
+	var rows [][]string
+	for _, b := range bs {
+		rows = append(rows, []string{strconv.Itoa(b.peers), b.rtt.String(), strconv.Itoa(b.blocks),
+			fmt.Sprintf("%.2f", b.took.Seconds()), fmt.Sprintf("%.0f", float64(b.blocks)/b.took.Seconds()),
+			string(b.stopped)})
+	}
+	table(c.md, header, rows)
+}

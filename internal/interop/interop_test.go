@@ -1,0 +1,101 @@
+// Package interop tests state sync between this module's nodes and nodes
+// running CometBFT v0.40's built-in state sync reactor, on real in-process
+// CometBFT networks (internal/localnet) over loopback TCP.
+package interop
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/statesync/statesync"
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/localnet"
+)
+
+func TestMain(m *testing.M) {
+	localnet.VerifyTestMain(m)
+}
+
+const interval = 5
+
+func appOpts() kvapp.Options {
+	return kvapp.Options{Keys: 400, ValueSize: 1024, ChunkSize: 32 << 10, SnapshotInterval: interval}
+}
+
+func startNet(ctx context.Context, t *testing.T, stock bool) *localnet.Network {
+	t.Helper()
+	net, err := localnet.Start(ctx, localnet.Options{Validators: 2, FullNodes: 1, RPC: true, Stock: stock, App: appOpts()})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, net.Stop()) })
+	require.NoError(t, net.WaitHeight(ctx, 2*interval+2))
+	return net
+}
+
+// TestOursRestoresFromStockCometBFT: a node with our state sync restores
+// from nodes running CometBFT's built-in reactor (channels 0x60/0x61 only;
+// light blocks come from their RPC servers), then follows the chain.
+func TestOursRestoresFromStockCometBFT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	net := startNet(ctx, t, true)
+
+	h, hash, err := net.TrustRoot(1)
+	require.NoError(t, err)
+	cfg := statesync.TestConfig()
+	cfg.Enable = true
+	cfg.RPCServers = net.RPCServers()
+	cfg.TrustHeight, cfg.TrustHash = h, hash
+	cfg.TempDir = t.TempDir()
+	// Backfill stays on (the default): stock nodes serve no light blocks
+	// over P2P (no channel 0x62), so it fails, and the node must carry on.
+	m, err := net.Join(localnet.JoinOptions{Name: "ours", StateSync: cfg})
+	require.NoError(t, err)
+	n := m.Node()
+
+	select {
+	case <-n.Synced():
+	case <-n.Done():
+		t.Fatalf("node stopped: %v", n.Err())
+	case <-ctx.Done():
+		t.Fatalf("no sync: %v (progress %+v)", ctx.Err(), n.Reactor().Progress())
+	}
+	res := n.SyncResult()
+	t.Logf("backfill: %+v", res.Backfill)
+	require.Error(t, res.Backfill.Err, "backfill from peers without channel 0x62")
+	snap := res.State.LastBlockHeight
+	require.Zero(t, snap%interval)
+	require.Equal(t, 1, m.App.Stats().Restores)
+	target := snap + 3
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the node to follow"))
+	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)
+}
+
+// TestStockRestoresFromOurs: a node running CometBFT's built-in reactor
+// (RPC light client, as it requires) restores from nodes running ours.
+func TestStockRestoresFromOurs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	net := startNet(ctx, t, false)
+
+	h, hash, err := net.TrustRoot(1)
+	require.NoError(t, err)
+	cfg := statesync.DefaultConfig()
+	cfg.Enable = true
+	cfg.RPCServers = net.RPCServers()
+	cfg.TrustHeight, cfg.TrustHash = h, hash
+	cfg.DiscoveryTime = 5 * time.Second // CometBFT's minimum
+	cfg.TempDir = t.TempDir()
+	m, err := net.Join(localnet.JoinOptions{Name: "stock", Stock: true, StateSync: cfg})
+	require.NoError(t, err)
+
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.App.Stats().Restores == 1 }, "the stock node to restore"))
+	snap := m.CometBFT().BlockStore().Base() // set by the first block synced after the snapshot
+	_ = snap
+	target := net.Height() + 2
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the stock node to follow"))
+	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)
+	require.Greater(t, m.BlockStore().Base(), int64(1), "the stock node restored a snapshot instead of syncing every block")
+}

@@ -1,0 +1,164 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cometbft/cometbft/mempool"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/stretchr/testify/require"
+
+	"github.com/statesync/statesync"
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/localnet"
+	"github.com/statesync/statesync/node"
+)
+
+func TestMain(m *testing.M) {
+	localnet.VerifyTestMain(m)
+}
+
+func startNet(t *testing.T, ctx context.Context, o localnet.Options) *localnet.Network {
+	t.Helper()
+	net, err := localnet.Start(ctx, o)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, net.Stop()) })
+	return net
+}
+
+func joinConfig(t *testing.T, net *localnet.Network) statesync.Config {
+	t.Helper()
+	h, hash, err := net.TrustRoot(1)
+	require.NoError(t, err)
+	cfg := statesync.TestConfig()
+	cfg.Enable, cfg.UseP2P = true, true
+	cfg.TrustHeight, cfg.TrustHash = h, hash
+	cfg.TempDir = t.TempDir()
+	return cfg
+}
+
+// TestStateSyncOverP2P: a fresh node restores from a live network over
+// P2P only (no RPC servers anywhere), backfills to the initial height,
+// hands over to block sync and follows the chain.
+func TestStateSyncOverP2P(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const interval = 5
+	net := startNet(t, ctx, localnet.Options{
+		Validators: 2, FullNodes: 1,
+		App: kvapp.Options{Keys: 200, ValueSize: 512, ChunkSize: 16 << 10, SnapshotInterval: interval},
+	})
+	// A transaction in the state the snapshot captures.
+	require.NoError(t, net.Nodes[0].CometBFT().Mempool().CheckTx([]byte("before=1"), nil, mempool.TxInfo{}))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool {
+		_, ok := net.Nodes[0].App.Get("before")
+		return ok
+	}, "the first transaction"))
+	require.NoError(t, net.WaitHeight(ctx, net.Height()+interval+2))
+
+	m, err := net.Join(localnet.JoinOptions{Name: "fresh", StateSync: joinConfig(t, net)})
+	require.NoError(t, err)
+	n := m.Node()
+	require.True(t, n.StateSyncing())
+
+	select {
+	case <-n.Synced():
+	case <-n.Done():
+		t.Fatalf("node stopped: %v", n.Err())
+	case <-ctx.Done():
+		t.Fatalf("no sync: %v (progress %+v)", ctx.Err(), n.Reactor().Progress())
+	}
+	res := n.SyncResult()
+	require.True(t, res.Synced)
+	snap := res.State.LastBlockHeight
+	require.Zero(t, snap%interval, "snapshot height %d", snap)
+	require.Equal(t, int64(1), res.Backfill.To, "backfill result %+v", res.Backfill)
+	require.NoError(t, res.Backfill.Err)
+
+	// Backfilled headers are readable through CometBFT's own loaders.
+	bs := m.BlockStore()
+	for h := int64(1); h <= snap; h++ {
+		meta := bs.LoadBlockMeta(h)
+		require.NotNil(t, meta, "height %d", h)
+		want := net.Nodes[0].BlockStore().LoadBlockMeta(h)
+		require.Equal(t, want.BlockID, meta.BlockID, "height %d", h)
+	}
+
+	// It follows the chain: blocks after the snapshot arrive by block sync
+	// (then consensus), and match the validators'.
+	target := snap + 4
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the node to follow"))
+	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID,
+		bs.LoadBlockMeta(target).BlockID)
+	require.Equal(t, net.Nodes[0].App.Data()["before"], m.App.Data()["before"])
+
+	// Its app executes new blocks: a transaction sent now shows up in it.
+	require.NoError(t, net.Nodes[0].CometBFT().Mempool().CheckTx([]byte("after=2"), nil, mempool.TxInfo{}))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool {
+		v, ok := m.App.Get("after")
+		return ok && string(v) == "2"
+	}, "the transaction to reach the restored app"))
+}
+
+// TestStateSyncFailureStopsNode: when Sync fails (no snapshots anywhere),
+// the node stops itself and reports why, instead of sitting parked.
+func TestStateSyncFailureStopsNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	net := startNet(t, ctx, localnet.Options{
+		Validators: 1, FullNodes: 1,
+		App: kvapp.Options{Keys: 10, ValueSize: 10, SnapshotInterval: 1_000_000},
+	})
+	require.NoError(t, net.WaitHeight(ctx, 2))
+	cfg := joinConfig(t, net)
+	cfg.DiscoveryTimeout = 6 * time.Second // CometBFT staggers dials to persistent peers by up to 3 s
+	m, err := net.Join(localnet.JoinOptions{Name: "fresh", StateSync: cfg})
+	require.NoError(t, err)
+	n := m.Node()
+	require.Error(t, n.Wait(ctx))
+	require.ErrorIs(t, n.Err(), node.ErrStateSyncFailed)
+	require.ErrorIs(t, n.Err(), statesync.ErrNoSnapshots)
+	require.False(t, n.CometBFT().IsRunning())
+	select {
+	case <-n.Synced():
+		t.Fatal("Synced closed after a failure")
+	default:
+	}
+}
+
+// TestServesAllChannels: with state sync off, every node runs our Reactor
+// as STATESYNC and advertises all four channels.
+func TestServesAllChannels(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	net := startNet(t, ctx, localnet.Options{Validators: 1, FullNodes: 1})
+	for _, m := range net.Nodes {
+		n := m.Node()
+		require.False(t, n.StateSyncing())
+		select {
+		case <-n.Synced():
+		default:
+			t.Fatal("Synced not closed on a node that does not sync")
+		}
+		r, ok := n.CometBFT().Switch().Reactor(node.ReactorName)
+		require.True(t, ok)
+		require.Same(t, n.Reactor(), r)
+		ni := n.CometBFT().NodeInfo().(p2p.DefaultNodeInfo)
+		for _, ch := range []byte{statesync.SnapshotChannel, statesync.ChunkChannel,
+			statesync.LightBlockChannel, statesync.ParamsChannel} {
+			require.True(t, ni.HasChannel(ch), "%s lacks channel %#x", m.Name, ch)
+		}
+	}
+	// And the peers see them.
+	full := net.Nodes[1].CometBFT()
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return full.Switch().Peers().Size() > 0 }, "a peer"))
+	peer := full.Switch().Peers().Copy()[0]
+	require.True(t, peer.NodeInfo().(p2p.DefaultNodeInfo).HasChannel(statesync.LightBlockChannel))
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	_, err := node.New(node.Options{})
+	require.True(t, errors.Is(err, node.ErrInvalidOptions), "%v", err)
+}
