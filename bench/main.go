@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/cometbft/cometbft/libs/log"
+
+	"github.com/statesync/statesync"
 )
 
 type config struct {
@@ -37,7 +39,9 @@ type config struct {
 	rate         int64
 	liftedPeers  int
 	heapMB       int
-	heapChunkMB  int
+	heapChunksMB []int
+	heapIsolate  bool
+	isolate      bool
 	backfill     int
 	backfillRTTs []time.Duration
 	only         map[string]bool
@@ -45,6 +49,12 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == childFlag {
+		if err := serveChild(os.Args[2:]); err != nil {
+			fatalf("serving child: %v", err)
+		}
+		return
+	}
 	var (
 		c       config
 		peers   = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
@@ -57,7 +67,9 @@ func main() {
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
 	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
-	flag.IntVar(&c.heapChunkMB, "heap-chunk", 10, "chunk size in MB of that restore")
+	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of that restore")
+	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
+	flag.BoolVar(&c.isolate, "isolate", false, "run the comparison's serving peers in a child process too")
 	flag.IntVar(&c.backfill, "backfill-blocks", 2000, "blocks to backfill")
 	flag.BoolVar(&c.md, "md", false, "print Markdown tables")
 	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
@@ -69,6 +81,9 @@ func main() {
 	}
 	if c.chunksMB, err = ints(*chunks); err != nil {
 		fatalf("-chunks: %v", err)
+	}
+	if c.heapChunksMB, err = ints(*heapChunks); err != nil {
+		fatalf("-heap-chunks: %v", err)
 	}
 	for _, s := range strings.Split(*rtts, ",") {
 		if s == "0" {
@@ -86,6 +101,11 @@ func main() {
 	}
 	c.sizeMB = *sizeArg
 	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["chunks"] {
+			c.chunksMB = []int{1} // 10 MB chunks need hundreds of MB to mean anything
+		}
 		if c.sizeMB == 0 {
 			c.sizeMB = 16
 		}
@@ -132,7 +152,8 @@ func run(c config, logger log.Logger) error {
 					size = max(100<<20, int64(6*peers*chunk))
 				}
 				fmt.Fprintf(os.Stderr, "restore: %d MB chunks, %d peers, %d MB ...\n", chunkMB, peers, size>>20)
-				r, err := runRestore(restoreCase{peers: peers, chunk: chunk, size: size, rate: c.rate, ours: true, their: true}, logger)
+				r, err := runRestore(restoreCase{peers: peers, chunk: chunk, size: size, rate: c.rate, ours: true, their: true,
+					isolate: c.isolate}, logger)
 				if err != nil {
 					return err
 				}
@@ -146,7 +167,8 @@ func run(c config, logger log.Logger) error {
 			size = 256 << 20
 		}
 		fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
-		r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true}, logger)
+		r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+			isolate: c.isolate}, logger)
 		if err != nil {
 			return err
 		}
@@ -157,12 +179,17 @@ func run(c config, logger log.Logger) error {
 	}
 
 	if c.only["heap"] && c.heapMB > 0 {
-		fmt.Fprintf(os.Stderr, "restore: %d MB, %d MB chunks, 2 peers, lifted, for the peak heap ...\n", c.heapMB, c.heapChunkMB)
-		r, err := runRestore(restoreCase{peers: 2, chunk: c.heapChunkMB << 20, size: int64(c.heapMB) << 20, ours: true, their: true}, logger)
-		if err != nil {
-			return err
+		var rs []restoreResult
+		for _, chunkMB := range c.heapChunksMB {
+			fmt.Fprintf(os.Stderr, "restore: %d MB, %d MB chunks, 2 peers, lifted, for the peak heap ...\n", c.heapMB, chunkMB)
+			r, err := runRestore(restoreCase{peers: 2, chunk: chunkMB << 20, size: int64(c.heapMB) << 20, ours: true, their: true,
+				isolate: c.heapIsolate}, logger)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
 		}
-		printHeap(c, r)
+		printHeap(c, rs)
 	}
 
 	if c.only["backfill"] && c.backfill > 0 {
@@ -237,17 +264,31 @@ func printRestore(c config, rs []restoreResult) {
 	fmt.Println()
 }
 
-func printHeap(c config, r restoreResult) {
-	fmt.Printf("## Peak heap of a %d MB restore (%d MB chunks, 2 peers, rate limits lifted)\n\n", r.bytes>>20, r.chunk>>20)
-	header := []string{"reactor", "time s", "MB/s", "peak heap MB", "peak live heap MB"}
-	row := func(name string, x restoreRun) []string {
-		return []string{name, fmt.Sprintf("%.1f", x.took.Seconds()),
-			fmt.Sprintf("%.1f", float64(r.bytes)/1e6/x.took.Seconds()), mb(x.peak), mb(x.live)}
+func printHeap(c config, rs []restoreResult) {
+	where := "the serving peers in this process"
+	if c.heapIsolate {
+		where = "the serving peers in a child process: the heap is the restorer's alone"
 	}
-	table(c.md, header, [][]string{row("ours", r.ours), row("CometBFT v0.40", r.theirs)})
+	fmt.Printf("## Peak heap of a %d MB restore (2 peers, rate limits lifted, %s)\n\n", c.heapMB, where)
+	header := []string{"reactor", "chunk", "time s", "MB/s", "peak heap MB", "peak live heap MB", "ours: 64 MiB + in flight"}
+	var rows [][]string
+	for _, r := range rs {
+		inflight := uint64(r.peers * statesync.DefaultConfig().ChunkWindow * r.chunk)
+		budget := uint64(64<<20) + inflight
+		verdict := fmt.Sprintf("%s MB: met", mb(budget))
+		if r.ours.peak > budget {
+			verdict = fmt.Sprintf("%s MB: not met", mb(budget))
+		}
+		row := func(name string, x restoreRun, v string) []string {
+			return []string{name, fmt.Sprintf("%d MB", r.chunk>>20), fmt.Sprintf("%.1f", x.took.Seconds()),
+				fmt.Sprintf("%.1f", float64(r.bytes)/1e6/x.took.Seconds()), mb(x.peak), mb(x.live), v}
+		}
+		rows = append(rows, row("ours", r.ours, verdict), row("CometBFT v0.40", r.theirs, "—"))
+	}
+	table(c.md, header, rows)
 	fmt.Println("kvapp streaming mode: the serving app generates each chunk when asked, the restoring app keeps")
-	fmt.Println("a digest, so the growth is the reactors', the p2p stack's and the chunks in flight.")
-	fmt.Println("peak heap = heap objects incl. unswept garbage; live = live heap as of the last GC.")
+	fmt.Println("a digest. peak heap = growth of heap objects (incl. garbage not yet swept) above the baseline;")
+	fmt.Println("live = growth of the live heap as of the last GC. In flight: 2 peers x chunk_window x chunk.")
 	fmt.Println()
 }
 

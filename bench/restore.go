@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -31,6 +32,8 @@ type restoreCase struct {
 	rate  int64 // per-connection send/recv rate, B/s; 0 = lifted
 	ours  bool
 	their bool
+	// isolate runs the serving peers in a child process.
+	isolate bool
 }
 
 // restoreRun is one reactor's restore.
@@ -65,8 +68,7 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 	res.restoreCase = c
 	res.bytes = c.size
 	err = withEnv(func(e *env) error {
-		src := kvapp.New(kvapp.Options{StreamBytes: c.size, ChunkSize: c.chunk, Height: snapshotHeight, Seed: 7})
-		appHash := src.AppHash()
+		appHash := srcApp(restoreCase{size: c.size, chunk: c.chunk}).AppHash()
 		chain, err := chaingen.New(chaingen.Options{
 			ChainID: "bench", Height: snapshotHeight + 3, Validators: 4,
 			StartTime: time.Now().Add(-time.Hour),
@@ -80,29 +82,26 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 		if err != nil {
 			return err
 		}
-		p2pCfg := p2ptest.Config(c.linkRate())
-		srcConns := appConns(e, src)
-		servers := make([]*p2ptest.Node, c.peers)
-		for i := range servers {
-			r, err := statesync.NewReactor(statesync.DefaultConfig(), statesync.Deps{
-				Snapshots: srcConns.Snapshot(), Query: srcConns.Query(),
-				StateStore: sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{}),
-				BlockStore: store.NewBlockStore(dbm.NewMemDB()),
-				Genesis:    chain.GenesisState(), Logger: logger.With("server", i),
-			})
+		var servers []*p2p.NetAddress
+		if c.isolate {
+			addrs, stop, err := childServers(c)
 			if err != nil {
 				return err
 			}
-			servers[i] = p2ptest.Start(e, p2pCfg, i, map[string]p2p.Reactor{"STATESYNC": r}, nil)
+			e.Cleanup(stop)
+			servers = addrs
+		} else {
+			servers = startServers(e, c, logger)
 		}
 		tmp, err := os.MkdirTemp("", "statesync-bench-")
 		if err != nil {
 			return err
 		}
 		e.Cleanup(func() { os.RemoveAll(tmp) })
+		p2pCfg := p2ptest.Config(c.linkRate())
 
 		if c.ours {
-			if res.ours, err = restoreOurs(c, chain, servers, p2pCfg, tmp, logger); err != nil {
+			if res.ours, err = restoreOurs(chain, servers, p2pCfg, tmp, logger); err != nil {
 				return fmt.Errorf("ours: %w", err)
 			}
 		}
@@ -116,16 +115,25 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 	return res, err
 }
 
-// connectAll starts a node holding reactor and connects it to servers.
-func connectAll(e *env, p2pCfg *cmtcfg.P2PConfig, reactor p2p.Reactor, servers []*p2ptest.Node) *p2ptest.Node {
+// connectAll starts a node holding reactor and dials every server.
+func connectAll(e *env, p2pCfg *cmtcfg.P2PConfig, reactor p2p.Reactor, servers []*p2p.NetAddress) *p2ptest.Node {
 	n := p2ptest.Start(e, p2pCfg, 100, map[string]p2p.Reactor{"STATESYNC": reactor}, nil)
-	for _, s := range servers {
-		p2ptest.Connect(e, n, s)
+	for _, a := range servers {
+		if err := n.Switch.DialPeerWithAddress(a); err != nil {
+			e.Fatalf("dialling %s: %v", a, err)
+		}
+	}
+	deadline := time.Now().Add(p2ptest.ConnectTimeout)
+	for n.Switch.Peers().Size() < len(servers) {
+		if time.Now().After(deadline) {
+			e.Fatalf("connected to %d of %d servers", n.Switch.Peers().Size(), len(servers))
+		}
+		time.Sleep(time.Millisecond) // the switch has no connect event to wait on
 	}
 	return n
 }
 
-func restoreOurs(c restoreCase, chain *chaingen.Chain, servers []*p2ptest.Node, p2pCfg *cmtcfg.P2PConfig,
+func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcfg.P2PConfig,
 	tmp string, logger log.Logger,
 ) (run restoreRun, err error) {
 	err = withEnv(func(e *env) error {
@@ -161,7 +169,7 @@ func restoreOurs(c restoreCase, chain *chaingen.Chain, servers []*p2ptest.Node, 
 	return run, err
 }
 
-func restoreTheirs(chain *chaingen.Chain, servers []*p2ptest.Node, p2pCfg *cmtcfg.P2PConfig,
+func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcfg.P2PConfig,
 	tmp string, logger log.Logger,
 ) (run restoreRun, err error) {
 	err = withEnv(func(e *env) error {
@@ -175,7 +183,19 @@ func restoreTheirs(chain *chaingen.Chain, servers []*p2ptest.Node, p2pCfg *cmtcf
 		heap := sampleHeap()
 		// 5 s is the shortest discovery CometBFT accepts (shorter becomes 25 s);
 		// timing starts at the accepted offer, so it is not counted.
-		_, _, err := r.Sync(chainProvider{chain}, 5*time.Second)
+		// CometBFT's Sync has no context: bound it here (on a hang the
+		// command fails and exits, taking the goroutine with it).
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := r.Sync(chainProvider{chain}, 5*time.Second)
+			done <- err
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(30 * time.Minute):
+			err = errors.New("CometBFT's Sync did not return within 30 minutes")
+		}
 		run.peak, run.live = heap.finish()
 		if err != nil {
 			return err

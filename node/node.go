@@ -204,6 +204,12 @@ func New(o Options) (*Node, error) {
 	cn, err := cmtnode.NewNode(&cfg, o.PrivValidator, o.NodeKey, o.ClientCreator, genesis, capture,
 		metricsProvider, logger, opts...)
 	if err != nil {
+		// NewNode does not close what it opened before failing.
+		for _, db := range []dbm.DB{n.stateDB, n.blockDB} {
+			if db != nil {
+				_ = db.Close()
+			}
+		}
 		return nil, err
 	}
 	n.cmt = cn
@@ -306,7 +312,11 @@ func onlyValidatorIsUs(state sm.State, addr []byte) bool {
 // later (see Done and Err).
 func (n *Node) Start() error {
 	n.mtx.Lock()
-	if n.started {
+	switch {
+	case n.stopping:
+		n.mtx.Unlock()
+		return errors.New("node: stopped")
+	case n.started:
 		n.mtx.Unlock()
 		return errors.New("node: already started")
 	}
@@ -425,9 +435,9 @@ func (n *Node) Stop() error {
 }
 
 // release stops what NewNode started and the node's Stop leaves running:
-// when the node never ran, everything its OnStop would stop (event bus,
-// indexer, stores); in any case the proxy app connections, whose watcher
-// goroutine would otherwise outlive the node.
+// when the node never ran (or failed to start), what its OnStop would have
+// stopped; in any case the proxy app connections, whose watcher goroutine
+// would otherwise outlive the node.
 func (n *Node) release() {
 	n.cancel()
 	n.mtx.Lock()
@@ -438,10 +448,29 @@ func (n *Node) release() {
 		return
 	}
 	if !ran {
-		n.cmt.OnStop()
+		StopUnstarted(n.cmt)
+		if n.stateDB != nil {
+			_ = n.stateDB.Close()
+		}
 	}
 	if n.cmt.ProxyApp().IsRunning() {
 		_ = n.cmt.ProxyApp().Stop()
+	}
+}
+
+// StopUnstarted releases what node.NewNode started in a CometBFT node whose
+// Start was never called or failed (its OnStop does not run then): the
+// event bus (and with it the indexer), the stores and the evidence pool.
+// It does not call the node's OnStop, which would close the p2p transport
+// a second time (a panic) when Start failed after listening. The proxy app
+// connections are left to the caller.
+func StopUnstarted(cn *cmtnode.Node) {
+	if cn.EventBus().IsRunning() {
+		_ = cn.EventBus().Stop()
+	}
+	_ = cn.BlockStore().Close()
+	if ep := cn.EvidencePool(); ep != nil {
+		_ = ep.Close()
 	}
 }
 

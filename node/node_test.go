@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	cmtcfg "github.com/cometbft/cometbft/config"
+	"github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/mempool"
 	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/proxy"
+	"github.com/cometbft/cometbft/types"
 	"github.com/stretchr/testify/require"
 
 	"github.com/statesync/statesync"
@@ -100,6 +104,54 @@ func TestStateSyncOverP2P(t *testing.T) {
 		v, ok := m.App.Get("after")
 		return ok && string(v) == "2"
 	}, "the transaction to reach the restored app"))
+	// Block sync handed over to consensus once caught up.
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return !m.CometBFT().ConsensusReactor().WaitSync() },
+		"the node to switch to consensus"))
+
+	// With adaptive sync (block sync and consensus together), the handover
+	// switches consensus and the mempool on first.
+	cfg := joinConfig(t, net)
+	a, err := net.Join(localnet.JoinOptions{Name: "adaptive", StateSync: cfg,
+		Configure: func(c *cmtcfg.Config) { c.BlockSync.AdaptiveSync = true }})
+	require.NoError(t, err)
+	select {
+	case <-a.Node().Synced():
+	case <-a.Node().Done():
+		t.Fatalf("adaptive node stopped: %v", a.Node().Err())
+	case <-ctx.Done():
+		t.Fatalf("adaptive node: no sync: %v", ctx.Err())
+	}
+	require.False(t, a.CometBFT().ConsensusReactor().WaitSync())
+	target = net.Height() + 2
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return a.Height() >= target }, "the adaptive node to follow"))
+	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, a.BlockStore().LoadBlockMeta(target).BlockID)
+}
+
+// TestStopWithoutStart: a node built and stopped without running releases
+// everything NewNode started (no goroutine outlives it: TestMain checks).
+func TestStopWithoutStart(t *testing.T) {
+	home := t.TempDir()
+	cfg := cmtcfg.DefaultConfig()
+	cfg.SetRoot(home)
+	cfg.DBBackend = "memdb"
+	cfg.RPC.ListenAddress = ""
+	gen := &types.GenesisDoc{ChainID: "c", GenesisTime: time.Now(), ConsensusParams: types.DefaultConsensusParams()}
+	pv := types.NewMockPV()
+	pub, err := pv.GetPubKey()
+	require.NoError(t, err)
+	gen.Validators = []types.GenesisValidator{{Address: pub.Address(), PubKey: pub, Power: 1}}
+	require.NoError(t, gen.ValidateAndComplete())
+	n, err := node.New(node.Options{
+		Config: cfg, PrivValidator: pv, NodeKey: &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()},
+		ClientCreator: proxy.NewLocalClientCreator(kvapp.New(kvapp.Options{})),
+		Genesis:       func() (*types.GenesisDoc, error) { return gen, nil },
+	})
+	require.NoError(t, err)
+	require.NoError(t, n.Stop())
+	<-n.Done()
+	require.NoError(t, n.Err())
+	require.NoError(t, n.Stop()) // idempotent
+	require.Error(t, n.Start())
 }
 
 // TestStateSyncFailureStopsNode: when Sync fails (no snapshots anywhere),

@@ -1,6 +1,14 @@
 // Package ssproto holds the state sync wire messages (generated from
-// statesync/v1/statesync.proto with gogoproto), their p2p wrapping, and
-// the validation every inbound message must pass before it is acted on.
+// statesync.proto with gogoproto's protoc-gen-gocosmos: make proto), their
+// p2p wrapping, and the validation every inbound message must pass before it
+// is acted on.
+//
+// The messages are the envelope Message (a oneof, field numbers 1-8 as in
+// tendermint v0.35's tendermint.statesync; 1-4 as in CometBFT v0.40's) and
+// its eight inner types. Each inner type implements p2p.Wrapper and Message
+// implements p2p.Unwrapper, so a CometBFT switch whose channel descriptors
+// name &Message{} as MessageType hands reactors inner messages and wraps
+// what they send. Validate every inbound inner message before acting on it.
 package ssproto
 
 import (
@@ -80,52 +88,61 @@ func (m *ParamsResponse) Wrap() proto.Message {
 	return &Message{Sum: &Message_ParamsResponse{ParamsResponse: m}}
 }
 
-// ErrEmptyMessage is returned by Unwrap for an envelope with no message.
+// ErrEmptyMessage is wrapped (with ErrInvalidMessage) by the error of
+// Unwrap for an envelope that holds no message: none set, a nil one, or one
+// of a type this package does not know.
 var ErrEmptyMessage = errors.New("ssproto: empty message")
 
-// Unwrap implements p2p.Unwrapper: it returns the inner message. An
-// envelope without one (or with a nil one) is an error wrapping
-// ErrInvalidMessage.
+// Unwrap implements p2p.Unwrapper: it returns the inner message, never nil
+// when the error is nil. An envelope without one (see ErrEmptyMessage) is an
+// error wrapping ErrInvalidMessage. A nil *Message is safe.
 func (m *Message) Unwrap() (proto.Message, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: %w (nil envelope)", ErrInvalidMessage, ErrEmptyMessage)
+	}
 	var inner proto.Message
 	switch s := m.Sum.(type) {
+	case nil:
+		return nil, fmt.Errorf("%w: %w (no message set)", ErrInvalidMessage, ErrEmptyMessage)
+	// Each case guards against a typed nil wrapper and a nil inner message,
+	// neither of which Unmarshal produces but a caller might.
 	case *Message_SnapshotsRequest:
-		if s.SnapshotsRequest != nil {
+		if s != nil && s.SnapshotsRequest != nil {
 			inner = s.SnapshotsRequest
 		}
 	case *Message_SnapshotsResponse:
-		if s.SnapshotsResponse != nil {
+		if s != nil && s.SnapshotsResponse != nil {
 			inner = s.SnapshotsResponse
 		}
 	case *Message_ChunkRequest:
-		if s.ChunkRequest != nil {
+		if s != nil && s.ChunkRequest != nil {
 			inner = s.ChunkRequest
 		}
 	case *Message_ChunkResponse:
-		if s.ChunkResponse != nil {
+		if s != nil && s.ChunkResponse != nil {
 			inner = s.ChunkResponse
 		}
 	case *Message_LightBlockRequest:
-		if s.LightBlockRequest != nil {
+		if s != nil && s.LightBlockRequest != nil {
 			inner = s.LightBlockRequest
 		}
 	case *Message_LightBlockResponse:
-		if s.LightBlockResponse != nil {
+		if s != nil && s.LightBlockResponse != nil {
 			inner = s.LightBlockResponse
 		}
 	case *Message_ParamsRequest:
-		if s.ParamsRequest != nil {
+		if s != nil && s.ParamsRequest != nil {
 			inner = s.ParamsRequest
 		}
 	case *Message_ParamsResponse:
-		if s.ParamsResponse != nil {
+		if s != nil && s.ParamsResponse != nil {
 			inner = s.ParamsResponse
 		}
 	default:
-		return nil, fmt.Errorf("%w: %w (%T)", ErrInvalidMessage, ErrEmptyMessage, s)
+		return nil, fmt.Errorf("%w: %w (unknown sum %T)", ErrInvalidMessage, ErrEmptyMessage, s)
 	}
 	if inner == nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, ErrEmptyMessage)
+		return nil, fmt.Errorf("%w: %w (nil %T)", ErrInvalidMessage, ErrEmptyMessage, m.Sum)
 	}
 	return inner, nil
 }

@@ -5,6 +5,11 @@
 // tendermint v0.35's tendermint.statesync (1-8) and CometBFT v0.40's (1-4);
 // the package name differs so both can live in one binary (the proto package
 // name is not on the wire).
+//
+// This file lives at proto/statesync.proto but is compiled under the virtual
+// path statesync/v1/statesync.proto (protoc -Istatesync/v1=proto, see
+// Makefile.proto): gogoproto warns at init about any registered file whose
+// path does not match its package.
 
 package ssproto
 
@@ -29,6 +34,7 @@ var _ = math.Inf
 // proto package needs to be updated.
 const _ = proto.GoGoProtoPackageIsVersion3 // please upgrade the proto package
 
+// Message is the envelope of every message on channels 0x60-0x63.
 type Message struct {
 	// Types that are valid to be assigned to Sum:
 	//	*Message_SnapshotsRequest
@@ -192,6 +198,7 @@ func (*Message) XXX_OneofWrappers() []interface{} {
 	}
 }
 
+// SnapshotsRequest asks a peer for the snapshots it offers (channel 0x60).
 type SnapshotsRequest struct {
 }
 
@@ -228,6 +235,7 @@ func (m *SnapshotsRequest) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_SnapshotsRequest proto.InternalMessageInfo
 
+// SnapshotsResponse advertises one snapshot (channel 0x60).
 type SnapshotsResponse struct {
 	Height   uint64 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 	Format   uint32 `protobuf:"varint,2,opt,name=format,proto3" json:"format,omitempty"`
@@ -304,6 +312,7 @@ func (m *SnapshotsResponse) GetMetadata() []byte {
 	return nil
 }
 
+// ChunkRequest asks for one chunk of a snapshot (channel 0x61).
 type ChunkRequest struct {
 	Height uint64 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 	Format uint32 `protobuf:"varint,2,opt,name=format,proto3" json:"format,omitempty"`
@@ -364,6 +373,7 @@ func (m *ChunkRequest) GetIndex() uint32 {
 	return 0
 }
 
+// ChunkResponse carries one chunk, or says it is missing (channel 0x61).
 type ChunkResponse struct {
 	Height  uint64 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 	Format  uint32 `protobuf:"varint,2,opt,name=format,proto3" json:"format,omitempty"`
@@ -440,6 +450,7 @@ func (m *ChunkResponse) GetMissing() bool {
 	return false
 }
 
+// LightBlockRequest asks for the light block at a height (channel 0x62).
 type LightBlockRequest struct {
 	Height uint64 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 }
@@ -484,6 +495,8 @@ func (m *LightBlockRequest) GetHeight() uint64 {
 	return 0
 }
 
+// LightBlockResponse carries a light block; none means "I do not have it"
+// (channel 0x62).
 type LightBlockResponse struct {
 	LightBlock *types.LightBlock `protobuf:"bytes,1,opt,name=light_block,json=lightBlock,proto3" json:"light_block,omitempty"`
 }
@@ -528,6 +541,7 @@ func (m *LightBlockResponse) GetLightBlock() *types.LightBlock {
 	return nil
 }
 
+// ParamsRequest asks for the consensus params at a height (channel 0x63).
 type ParamsRequest struct {
 	Height uint64 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 }
@@ -572,6 +586,7 @@ func (m *ParamsRequest) GetHeight() uint64 {
 	return 0
 }
 
+// ParamsResponse carries the consensus params at a height (channel 0x63).
 type ParamsResponse struct {
 	Height          uint64                `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
 	ConsensusParams types.ConsensusParams `protobuf:"bytes,2,opt,name=consensus_params,json=consensusParams,proto3" json:"consensus_params"`

@@ -92,8 +92,6 @@ func TestStockRestoresFromOurs(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.App.Stats().Restores == 1 }, "the stock node to restore"))
-	snap := m.CometBFT().BlockStore().Base() // set by the first block synced after the snapshot
-	_ = snap
 	target := net.Height() + 2
 	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the stock node to follow"))
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)

@@ -34,7 +34,8 @@ const LeakDeadline = 15 * time.Second
 
 // VerifyTestMain runs the tests, then fails the run if goroutines other
 // than LeakOptions' remain once LeakDeadline has passed (checking every
-// 100 ms, so a clean run costs nothing).
+// 100 ms, so a clean run costs nothing). LEAKDEBUG=1 (with go test -v)
+// prints what is still running at each check.
 func VerifyTestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {

@@ -409,8 +409,8 @@ func (n *Network) buildAndStart(m *Member, stock bool, join *JoinOptions) error 
 			return err
 		}
 		if err := cn.Start(); err != nil {
-			// Start failed: OnStop never ran.
-			cn.OnStop()
+			// Start failed: OnStop never runs.
+			ssnode.StopUnstarted(cn)
 			_ = cn.ProxyApp().Stop()
 			return err
 		}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/libs/log"
+	"github.com/cometbft/cometbft/p2p"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/store"
+
+	"github.com/statesync/statesync"
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/p2ptest"
+)
+
+// The serving peers can run in a child process (this binary with
+// childFlag), so that the restoring process's heap is the restorer's
+// alone. The child prints "ADDR <id@host:port>" per node, then "READY",
+// and serves until its stdin closes.
+const childFlag = "-serve-child"
+
+// srcApp is the serving app of a restore case; the same options give the
+// same snapshot (and app hash) in any process.
+func srcApp(c restoreCase) *kvapp.App {
+	return kvapp.New(kvapp.Options{StreamBytes: c.size, ChunkSize: c.chunk, Height: snapshotHeight, Seed: 7})
+}
+
+// startServers starts c.peers serving nodes running our Reactor, all on
+// one shared source app, in this process; they stop with e.
+func startServers(e *env, c restoreCase, logger log.Logger) []*p2p.NetAddress {
+	src := srcApp(c)
+	conns := appConns(e, src)
+	p2pCfg := p2ptest.Config(c.linkRate())
+	addrs := make([]*p2p.NetAddress, c.peers)
+	for i := range addrs {
+		r, err := statesync.NewReactor(statesync.DefaultConfig(), statesync.Deps{
+			Snapshots: conns.Snapshot(), Query: conns.Query(),
+			StateStore: sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{}),
+			BlockStore: store.NewBlockStore(dbm.NewMemDB()),
+			Logger:     logger.With("server", i),
+		})
+		if err != nil {
+			e.Fatalf("server reactor: %v", err)
+		}
+		addrs[i] = p2ptest.Start(e, p2pCfg, i, map[string]p2p.Reactor{"STATESYNC": r}, nil).Addr
+	}
+	return addrs
+}
+
+// serveChild is the child's main: args are peers, size, chunk, rate.
+func serveChild(args []string) error {
+	if len(args) != 4 {
+		return errors.New("want: peers size chunk rate")
+	}
+	var n [4]int64
+	for i, a := range args {
+		v, err := strconv.ParseInt(a, 10, 64)
+		if err != nil {
+			return err
+		}
+		n[i] = v
+	}
+	c := restoreCase{peers: int(n[0]), size: n[1], chunk: int(n[2]), rate: n[3]}
+	return withEnv(func(e *env) error {
+		for _, a := range startServers(e, c, log.NewNopLogger()) {
+			fmt.Printf("ADDR %s\n", a)
+		}
+		fmt.Println("READY")
+		_, _ = io.Copy(io.Discard, os.Stdin) // serve until the parent closes our stdin
+		return nil
+	})
+}
+
+// childServers runs startServers in a child process and returns the
+// nodes' addresses and a function that stops the child.
+func childServers(c restoreCase) ([]*p2p.NetAddress, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(self, childFlag, strconv.Itoa(c.peers), strconv.FormatInt(c.size, 10),
+		strconv.Itoa(c.chunk), strconv.FormatInt(c.rate, 10))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	stop := func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	var addrs []*p2p.NetAddress
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "READY" {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return addrs, stop, nil
+		}
+		if a, ok := strings.CutPrefix(line, "ADDR "); ok {
+			na, err := p2p.NewNetAddressString(a)
+			if err != nil {
+				stop()
+				return nil, nil, err
+			}
+			addrs = append(addrs, na)
+		}
+	}
+	stop()
+	return nil, nil, fmt.Errorf("serving child exited before it was ready: %v", sc.Err())
+}
