@@ -142,7 +142,12 @@ type fetchPeer struct {
 	inflight map[uint32]time.Time // index -> deadline
 	lacks    map[uint32]struct{}  // indexes the peer said it does not have
 	asked    map[uint32]struct{}  // indexes ever requested (late replies are accepted)
+	strikes  int                  // timeouts in a row without any answer
 }
+
+// maxSilentStrikes is how many timeouts in a row, with no answer between
+// them, make the scheduler stop asking a peer for this snapshot.
+const maxSilentStrikes = 3
 
 // fetchScheduler decides which chunk to request from which peer. Every peer
 // serving the snapshot keeps its own window of requests in flight, filled
@@ -156,6 +161,7 @@ type fetchPeer struct {
 // Goroutine-free and not safe for concurrent use: the syncer loop owns it.
 type fetchScheduler struct {
 	n         uint32
+	silent    map[p2p.ID]struct{} // peers dropped for answering nothing
 	maxWindow int
 	timeout   time.Duration
 	done      []bool            // spooled (or applied)
@@ -175,6 +181,7 @@ func newFetchScheduler(n uint32, window int, timeout time.Duration) *fetchSchedu
 		done:      make([]bool, n),
 		owner:     make(map[uint32]p2p.ID),
 		peers:     make(map[p2p.ID]*fetchPeer),
+		silent:    make(map[p2p.ID]struct{}),
 	}
 }
 
@@ -183,6 +190,7 @@ func (f *fetchScheduler) addPeer(peer p2p.ID) {
 	if _, ok := f.peers[peer]; ok {
 		return
 	}
+	delete(f.silent, peer)
 	f.peers[peer] = &fetchPeer{
 		window:   f.maxWindow,
 		inflight: make(map[uint32]time.Time),
@@ -320,6 +328,7 @@ func (f *fetchScheduler) missing(peer p2p.ID, index uint32, now time.Time) bool 
 
 // progressed pushes back the deadlines of p's requests: it is delivering.
 func (f *fetchScheduler) progressed(p *fetchPeer, now time.Time) {
+	p.strikes = 0
 	d := now.Add(f.timeout)
 	for index, old := range p.inflight {
 		if old.Before(d) {
@@ -347,7 +356,8 @@ func (f *fetchScheduler) refetch(index uint32) {
 }
 
 // expire times out requests past their deadline, returns them, and halves
-// the windows of their peers.
+// the windows of their peers. A peer that timed out maxSilentStrikes times
+// in a row without answering anything is no longer asked (see unhelpful).
 func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 	var out []chunkRequest
 	for id, p := range f.peers {
@@ -363,6 +373,11 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 		}
 		if timedOut {
 			p.window = max(1, p.window/2)
+			p.strikes++
+			if p.strikes >= maxSilentStrikes {
+				f.removePeer(id)
+				f.silent[id] = struct{}{}
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].index < out[j].index })
@@ -401,4 +416,30 @@ func (f *fetchScheduler) stalled() bool {
 		}
 	}
 	return true
+}
+
+// unhelpful returns, sorted, the peers that said they lack a needed chunk
+// and the peers dropped for silence: the ones to blame for a stall.
+func (f *fetchScheduler) unhelpful() []p2p.ID {
+	var out []p2p.ID
+	for id := range f.silent {
+		out = append(out, id)
+	}
+	for id, p := range f.peers {
+		for index := range p.lacks {
+			if !f.done[index] {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// forget stops using peer and clears what is known of it, so that if it
+// advertises the snapshot again it starts afresh.
+func (f *fetchScheduler) forget(peer p2p.ID) {
+	f.removePeer(peer)
+	delete(f.silent, peer)
 }

@@ -169,6 +169,11 @@ func TestFetchSchedulerModel(t *testing.T) {
 			case 0: // time passes
 				now = now.Add(time.Duration(rng.Intn(1500)) * time.Millisecond)
 				f.expire(now)
+				// a peer dropped for silence comes back when it advertises
+				// the snapshot again
+				for _, p := range peers {
+					f.addPeer(p)
+				}
 			default: // a random in-flight request is answered
 				for idx, id := range owners {
 					if f.received(id, idx, now) {
@@ -181,4 +186,33 @@ func TestFetchSchedulerModel(t *testing.T) {
 		require.True(t, f.complete(), "round %d: every chunk fetched", round)
 		require.Len(t, got, int(n))
 	}
+}
+
+// TestFetchSchedulerDropsSilentPeers: maxSilentStrikes timeouts in a row
+// with no answer drop a peer and name it in unhelpful; an answer between
+// timeouts resets the count.
+func TestFetchSchedulerDropsSilentPeers(t *testing.T) {
+	f := newFetchScheduler(10, 2, time.Second)
+	f.addPeer("quiet")
+	f.addPeer("slow")
+	now := time.Now()
+	for i := 0; i < maxSilentStrikes; i++ {
+		reqs := f.assign(now)
+		require.NotEmpty(t, reqs)
+		if i == 1 { // slow answers once between its timeouts
+			for _, r := range reqs {
+				if r.peer == "slow" {
+					require.True(t, f.received("slow", r.index, now))
+					break
+				}
+			}
+		}
+		now = now.Add(2 * time.Second)
+		f.expire(now)
+	}
+	require.False(t, f.hasPeer("quiet"), "dropped after %d silent timeouts", maxSilentStrikes)
+	require.True(t, f.hasPeer("slow"))
+	require.Equal(t, []p2p.ID{"quiet"}, f.unhelpful())
+	f.forget("quiet")
+	require.Empty(t, f.unhelpful())
 }

@@ -41,7 +41,7 @@ type Progress struct {
 	BackfillDone  int64 // blocks backfilled
 	BackfillTotal int64 // blocks the backfill needs at most
 
-	Peers int
+	Peers int   // connected peers, kept current while Sync runs
 	Err   error // set with PhaseFailed
 }
 

@@ -269,8 +269,10 @@ func (r *Reactor) Receive(e p2p.Envelope) {
 // Sync asks the new peer for snapshots. Never blocks.
 func (r *Reactor) PeerUp(id p2p.ID, channels []byte) {
 	r.peers.add(id, channels)
-	r.metrics.SetPeers(r.peers.len())
+	n := r.peers.len()
+	r.metrics.SetPeers(n)
 	if s := r.activeSyncer(); s != nil {
+		r.progress.update(func(p *Progress) { p.Peers = n })
 		s.peerUp(id)
 	}
 }
@@ -281,10 +283,12 @@ func (r *Reactor) PeerDown(id p2p.ID) {
 	if !r.peers.remove(id) {
 		return
 	}
-	r.metrics.SetPeers(r.peers.len())
+	n := r.peers.len()
+	r.metrics.SetPeers(n)
 	r.serveQ.dropPeer(id)
 	r.dispatcher.removePeer(id)
 	if s := r.activeSyncer(); s != nil {
+		r.progress.update(func(p *Progress) { p.Peers = n })
 		s.peerDown(id)
 	}
 }

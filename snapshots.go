@@ -216,6 +216,13 @@ func (p *snapshotPool) removePeer(peer p2p.ID) {
 	delete(p.byPeer, peer)
 }
 
+// forget drops peer's advertisement of s (the peer turned out not to have
+// it); a later advertisement adds it back.
+func (p *snapshotPool) forget(peer p2p.ID, s *snapshot) {
+	delete(p.peers[s.key], peer)
+	delete(p.byPeer[peer], s.key)
+}
+
 // peersOf returns the peers advertising s, sorted by ID.
 func (p *snapshotPool) peersOf(s *snapshot) []p2p.ID {
 	out := make([]p2p.ID, 0, len(p.peers[s.key]))

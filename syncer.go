@@ -25,6 +25,9 @@ const (
 	maxChunkRetries = 10
 	// maxSnapshotRetries bounds RETRY_SNAPSHOT answers for one snapshot.
 	maxSnapshotRetries = 5
+	// maxSnapshotStalls bounds the attempts at one snapshot that end with
+	// no peer able to serve its chunks; the snapshot is rejected then.
+	maxSnapshotStalls = 3
 	// maxPendingSnapshots caps snapshot advertisements waiting for the loop.
 	maxPendingSnapshots = 4096
 	// chunkInboxSize is how many received chunks may wait for the loop;
@@ -210,6 +213,7 @@ type syncer struct {
 	asked    map[p2p.ID]int // snapshot advertisements still expected
 	queues   map[snapshotKey]*chunkQueue
 	scheds   map[snapshotKey]*fetchScheduler
+	stalls   map[snapshotKey]int
 	started  time.Time
 	restored time.Time
 }
@@ -224,6 +228,7 @@ func newSyncer(r *Reactor) *syncer {
 		asked:   make(map[p2p.ID]int),
 		queues:  make(map[snapshotKey]*chunkQueue),
 		scheds:  make(map[snapshotKey]*fetchScheduler),
+		stalls:  make(map[snapshotKey]int),
 	}
 }
 
@@ -469,7 +474,8 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 }
 
 // trySnapshot verifies, offers and restores one snapshot. progressed says
-// whether the app accepted it (the discovery bound restarts then).
+// whether the attempt received any chunk (the discovery bound restarts
+// then: an attempt that fetched nothing does not buy more time).
 func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *types.Commit, bool, error) {
 	r := s.r
 	logger := r.logger.With("height", snap.Height, "format", snap.Format)
@@ -505,13 +511,15 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			ErrVerifyFailed, snap.Height)
 	}
 
+	recvBefore := s.totalRecv
 	for attempt := 0; ; attempt++ {
 		if err := s.offer(ctx, snap, appHash); err != nil {
-			return sm.State{}, nil, false, err
+			return sm.State{}, nil, s.totalRecv > recvBefore, err
 		}
 		logger.Info("Snapshot accepted; restoring", "chunks", snap.Chunks)
 		r.metrics.SetSnapshot(int64(snap.Height), int64(snap.Chunks))
 		err := s.restore(ctx, snap)
+		progressed := s.totalRecv > recvBefore
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrRetrySnapshot) && attempt < maxSnapshotRetries:
@@ -519,24 +527,49 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			continue
 		case errors.Is(err, ErrRetrySnapshot):
 			s.pool.reject(snap, err)
-			return sm.State{}, nil, true, fmt.Errorf("%w: restarted %d times: %w", ErrRejectSnapshot, attempt, err)
+			return sm.State{}, nil, progressed, fmt.Errorf("%w: restarted %d times: %w", ErrRejectSnapshot, attempt, err)
 		case errors.Is(err, ErrRejectSnapshot):
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("app")
-			return sm.State{}, nil, true, err
+			return sm.State{}, nil, progressed, err
 		case errors.Is(err, ErrNoPeers):
-			s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
-			return sm.State{}, nil, true, err
+			return sm.State{}, nil, progressed, s.stalled(snap, err)
 		default:
-			return sm.State{}, nil, true, err
+			return sm.State{}, nil, progressed, err
 		}
 		if err := s.verifyApp(ctx, snap, appHash, state.Version.Consensus.App); err != nil {
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("verify")
-			return sm.State{}, nil, true, err
+			return sm.State{}, nil, progressed, err
 		}
 		return state, commit, true, nil
 	}
+}
+
+// stalled handles a restore that no peer could finish. The peers that said
+// they lack a needed chunk, or answered nothing at all, no longer count as
+// advertising snap and are asked for their snapshots again (they may have
+// pruned it, or hold newer ones). The snapshot is tried again later, and
+// rejected after maxSnapshotStalls such attempts.
+func (s *syncer) stalled(snap *snapshot, err error) error {
+	sched := s.scheds[snap.key]
+	var blamed []p2p.ID
+	if sched != nil {
+		blamed = sched.unhelpful()
+		for _, peer := range blamed {
+			sched.forget(peer)
+			s.pool.forget(peer, snap)
+		}
+	}
+	s.requestSnapshots(blamed...)
+	s.stalls[snap.key]++
+	if n := s.stalls[snap.key]; n >= maxSnapshotStalls {
+		s.pool.reject(snap, err)
+		s.r.metrics.SnapshotRejected("stalled")
+		return fmt.Errorf("%w: height %d stalled %d times: %w", ErrRejectSnapshot, snap.Height, n, err)
+	}
+	s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+	return err
 }
 
 // offer offers snap to the app and acts on the answer.

@@ -182,6 +182,7 @@ func TestPeerDisconnectsMidRestore(t *testing.T) {
 	}
 	tn.servers[0].p2p.Stop()
 	waitFor(t, "peer gone", func() bool { return !tn.fresh.p2p.Switch.Peers().Has(tn.servers[0].p2p.ID()) })
+	waitFor(t, "progress counts 2 peers", func() bool { return tn.fresh.reactor.Progress().Peers == 2 })
 	close(proceed)
 	res := waitSync(t, done, 30*time.Second)
 	require.NoError(t, res.err)
@@ -197,6 +198,43 @@ func TestNoSnapshots(t *testing.T) {
 	require.ErrorIs(t, res.err, ErrNoSnapshots)
 	require.ErrorContains(t, res.err, "no peer advertised a snapshot")
 	require.Equal(t, PhaseFailed, tn.fresh.reactor.Progress().Phase)
+}
+
+// TestPrunedSnapshotIsGivenUp: every peer advertises a snapshot but says it
+// lacks one of its chunks (it pruned it). Sync does not retry it forever:
+// the peers are asked again, the snapshot is rejected after a bounded number
+// of stalls, and Sync ends with a documented error naming the cause.
+func TestPrunedSnapshotIsGivenUp(t *testing.T) {
+	tn := newTestNet(t, netOpts{
+		cfg: func(c *Config) {
+			c.DiscoveryTimeout = time.Second
+			c.ChunkRequestTimeout = 300 * time.Millisecond
+		},
+		server: func(_ int, app *kvapp.App) { app.Misbehave(func(k *kvapp.Knobs) { k.Missing(1) }) },
+	})
+	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
+	require.ErrorIs(t, res.err, ErrAllSnapshotsRejected)
+	require.ErrorIs(t, res.err, ErrNoPeers)
+	require.ErrorContains(t, res.err, "stalled 3 times")
+}
+
+// TestSilentPeersAreGivenUp: peers advertise a snapshot and then never
+// answer a chunk request. Sync ends with an error instead of re-requesting
+// forever.
+func TestSilentPeersAreGivenUp(t *testing.T) {
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) })
+	tn := newTestNet(t, netOpts{
+		servers: 2,
+		cfg: func(c *Config) {
+			c.DiscoveryTimeout = time.Second
+			c.ChunkRequestTimeout = 200 * time.Millisecond
+		},
+		server: func(_ int, app *kvapp.App) { app.Misbehave(func(k *kvapp.Knobs) { k.LoadGate = gate }) },
+	})
+	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
+	require.ErrorIs(t, res.err, ErrAllSnapshotsRejected)
+	require.ErrorIs(t, res.err, ErrNoPeers)
 }
 
 // gatedProvider wraps a StateProvider and reports every AppHash error.
