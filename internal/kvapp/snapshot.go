@@ -45,6 +45,11 @@ func (a *App) addSnapshot(height uint64, format uint32) *abci.Snapshot {
 		kind, st.stream, sums = KindStream, a.stream, a.stream.digest().sums
 	default:
 		ser := Serialize(a.data)
+		if len(ser) == 0 {
+			// An empty state would be one empty chunk, which no peer can
+			// serve (an empty chunk reads as missing): take no snapshot.
+			return nil
+		}
 		for off := 0; ; off += a.opts.ChunkSize {
 			end := min(off+a.opts.ChunkSize, len(ser))
 			c := ser[off:end:end]
@@ -89,7 +94,8 @@ func (a *App) prune(keep int) {
 // (height, format), whatever the app's height (so one state can be served
 // at several heights, or in a format a restorer does not support). It
 // replaces a snapshot with the same height and format, and returns nil for
-// a restored stream (whose bytes were not kept).
+// a restored stream (whose bytes were not kept) and for an empty state
+// (whose only chunk would be empty, which the wire cannot carry).
 func (a *App) AddSnapshot(height int64, format uint32) *abci.Snapshot {
 	a.mtx.Lock()
 	defer a.mtx.Unlock()
