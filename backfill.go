@@ -88,7 +88,7 @@ func (r *Reactor) backfillSettings() backfillSettings {
 		stallTimeout:  max(2*timeout, r.cfg.DiscoveryTime),
 		maxAttempts:   10,
 		maxTimeouts:   3,
-		maxAhead:      512,
+		maxAhead:      2048,
 		flushEvery:    256,
 		flushInterval: time.Second,
 		maxSegment:    10_000,

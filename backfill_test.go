@@ -680,6 +680,7 @@ type mconnOpts struct {
 	servers    int
 	serverBase []int64       // lowest height each server has (default: the initial height)
 	rtt        time.Duration // delay added to every request of the fresh node
+	rate       int64         // per-connection rate; 0 = CometBFT's default
 	fresh      func(*Config)
 	server     func(*Config)
 }
@@ -719,7 +720,7 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, o mconnOpts) *mconnNet {
 	require.NoError(tb, err)
 	m.fresh = r
 	reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
-	m.nodes = p2ptest.Network(tb, p2ptest.Config(0), reactors)
+	m.nodes = p2ptest.Network(tb, p2ptest.Config(o.rate), reactors)
 	if o.rtt > 0 {
 		r.AttachRouter(newDelayRouter(tb, switchRouter{sw: m.nodes[o.servers].Switch}, o.rtt))
 	}

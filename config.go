@@ -106,9 +106,12 @@ type Config struct {
 	// requests are served at the same time.
 	ServePerPeer int `mapstructure:"serve_per_peer" toml:"serve_per_peer"`
 
-	// ServeQueuePerPeer (serve_queue_per_peer, default 64): how many
+	// ServeQueuePerPeer (serve_queue_per_peer, default 128): how many
 	// requests one peer may have queued or running; more are dropped and
-	// counted. Must not be below ServePerPeer.
+	// counted. Must not be below ServePerPeer. A backfilling peer keeps up
+	// to its backfill_window requests in flight, so this should be at least
+	// the backfill_window peers use (a smaller value makes them time out
+	// and back off).
 	ServeQueuePerPeer int `mapstructure:"serve_queue_per_peer" toml:"serve_queue_per_peer"`
 
 	// Backfill (backfill, default true): after a restore, fetch and verify
@@ -117,8 +120,12 @@ type Config struct {
 	// backfill is reported, never fatal.
 	Backfill bool `mapstructure:"backfill" toml:"backfill"`
 
-	// BackfillWindow (backfill_window, default 32, 1..64): light-block
-	// requests in flight per peer during backfill.
+	// BackfillWindow (backfill_window, default 128, 1..256): light-block
+	// requests in flight per peer during backfill. Each peer's window
+	// starts at 4 and grows by one per answer up to this, and halves on a
+	// timeout. Serving peers drop requests beyond their
+	// serve_queue_per_peer (128 by default), so a larger window only helps
+	// against peers configured to queue more.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
 }
 
@@ -135,11 +142,13 @@ const (
 	DefaultLightBlockTimeout   = 10 * time.Second
 	DefaultServeWorkers        = 8
 	DefaultServePerPeer        = 2
-	DefaultServeQueuePerPeer   = 64
-	DefaultBackfillWindow      = 32
+	DefaultServeQueuePerPeer   = 128
+	DefaultBackfillWindow      = 128
 
-	// maxWindow bounds ChunkWindow and BackfillWindow.
-	maxWindow = 64
+	// maxChunkWindow bounds ChunkWindow (chunks in flight per peer hold up
+	// to MaxChunkSize each); maxBackfillWindow bounds BackfillWindow.
+	maxChunkWindow    = 64
+	maxBackfillWindow = 256
 )
 
 // DefaultConfig returns the defaults documented on each field. State sync
@@ -256,10 +265,10 @@ func (c Config) ValidateBasic() error {
 		return invalid("chunk_fetchers", "must not be negative, got %d", c.ChunkFetchers)
 	case c.MaxSnapshotChunks == 0:
 		return invalid("max_snapshot_chunks", "must be positive")
-	case c.ChunkWindow < 1 || c.ChunkWindow > maxWindow:
-		return invalid("chunk_window", "must be in [1, %d], got %d", maxWindow, c.ChunkWindow)
-	case c.BackfillWindow < 1 || c.BackfillWindow > maxWindow:
-		return invalid("backfill_window", "must be in [1, %d], got %d", maxWindow, c.BackfillWindow)
+	case c.ChunkWindow < 1 || c.ChunkWindow > maxChunkWindow:
+		return invalid("chunk_window", "must be in [1, %d], got %d", maxChunkWindow, c.ChunkWindow)
+	case c.BackfillWindow < 1 || c.BackfillWindow > maxBackfillWindow:
+		return invalid("backfill_window", "must be in [1, %d], got %d", maxBackfillWindow, c.BackfillWindow)
 	case c.ServeWorkers < 1:
 		return invalid("serve_workers", "must be at least 1, got %d", c.ServeWorkers)
 	case c.ServePerPeer < 1:

@@ -23,8 +23,8 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 	require.Equal(t, 2*time.Minute, d.DiscoveryTimeout)
 	require.Equal(t, 10*time.Second, d.LightBlockTimeout)
 	require.Equal(t, 30*time.Second, d.VerifyTimeout)
-	require.Equal(t, 32, d.BackfillWindow)
-	require.Equal(t, 64, d.ServeQueuePerPeer)
+	require.Equal(t, 128, d.BackfillWindow)
+	require.Equal(t, 128, d.ServeQueuePerPeer)
 }
 
 func TestConfigValidateBasicNamesTheField(t *testing.T) {
@@ -40,7 +40,7 @@ func TestConfigValidateBasicNamesTheField(t *testing.T) {
 		"max_snapshot_chunks":   func(c *Config) { c.MaxSnapshotChunks = 0 },
 		"discovery_timeout":     func(c *Config) { c.DiscoveryTimeout = time.Second },
 		"chunk_window":          func(c *Config) { c.ChunkWindow = 65 },
-		"backfill_window":       func(c *Config) { c.BackfillWindow = 0 },
+		"backfill_window":       func(c *Config) { c.BackfillWindow = 257 },
 		"verify_timeout":        func(c *Config) { c.VerifyTimeout = 0 },
 		"light_block_timeout":   func(c *Config) { c.LightBlockTimeout = -time.Second },
 		"serve_workers":         func(c *Config) { c.ServeWorkers = 0 },

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"syscall"
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
@@ -44,6 +45,8 @@ func (d delayRouter) Punish(peer p2p.ID, reason error) {
 }
 
 type backfillResult struct {
+	window  int
+	cpu     time.Duration // process CPU time (user+sys) during the backfill
 	rtt     time.Duration
 	peers   int
 	blocks  int
@@ -55,7 +58,7 @@ type backfillResult struct {
 // stores populated with a generated chain whose validator set changes
 // twice) over real MConnections at CometBFT's default rate, with rtt added
 // to every request, into fresh in-memory stores.
-func runBackfill(blocks, peers int, rtts []time.Duration, logger log.Logger) (out []backfillResult, err error) {
+func runBackfill(blocks, peers, window int, rtts []time.Duration, logger log.Logger) (out []backfillResult, err error) {
 	err = withEnv(func(e *env) error {
 		chain, err := chaingen.New(chaingen.Options{
 			ChainID: "bench", Height: int64(blocks) + 3, Validators: 4,
@@ -85,7 +88,7 @@ func runBackfill(blocks, peers int, rtts []time.Duration, logger log.Logger) (ou
 		}
 		state := chain.State(int64(blocks))
 		for _, rtt := range rtts {
-			res, err := backfillOnce(chain, state, servers, rtt, logger)
+			res, err := backfillOnce(chain, state, servers, window, rtt, logger)
 			if err != nil {
 				return err
 			}
@@ -97,14 +100,19 @@ func runBackfill(blocks, peers int, rtts []time.Duration, logger log.Logger) (ou
 	return out, err
 }
 
-func backfillOnce(chain *chaingen.Chain, state sm.State, servers []*p2ptest.Node, rtt time.Duration,
+func backfillOnce(chain *chaingen.Chain, state sm.State, servers []*p2ptest.Node, window int, rtt time.Duration,
 	logger log.Logger,
 ) (res backfillResult, err error) {
 	res.rtt = rtt
+	cfg := statesync.DefaultConfig()
+	if window > 0 {
+		cfg.BackfillWindow = window
+	}
+	res.window = cfg.BackfillWindow
 	err = withEnv(func(e *env) error {
 		conns := appConns(e, kvapp.New(kvapp.Options{}))
 		blockDB, stateDB := dbm.NewMemDB(), dbm.NewMemDB()
-		r, err := statesync.NewReactor(statesync.DefaultConfig(), statesync.Deps{
+		r, err := statesync.NewReactor(cfg, statesync.Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: sm.NewStore(stateDB, sm.StoreOptions{}), BlockStore: store.NewBlockStore(blockDB),
 			Backfill: statesync.NewDBBackfillStore(blockDB, stateDB),
@@ -120,9 +128,9 @@ func backfillOnce(chain *chaingen.Chain, state sm.State, servers []*p2ptest.Node
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		bf, err := r.Backfill(ctx, state)
-		res.took = time.Since(start)
+		res.took, res.cpu = time.Since(start), cpuTime()-cpu0
 		if err != nil {
 			return err
 		}
@@ -131,4 +139,13 @@ func backfillOnce(chain *chaingen.Chain, state sm.State, servers []*p2ptest.Node
 		return nil
 	})
 	return res, err
+}
+
+// cpuTime is the process's CPU time so far (user + system, all threads).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
