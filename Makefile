@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test lint vet fmt proto bench fuzz
+.PHONY: all demo test lint vet fmt proto bench bench-go fuzz
 
 all: lint test
 
@@ -26,10 +26,16 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: restore link utilisation at 2/4/8 peers with 1 and 10 MB chunks over
-## CometBFT's default per-connection rate, ours against CometBFT's built-in
-## reactor, and backfill blocks/s at 0 and 50 ms round trip (see BENCHMARKS.md)
+## bench: ours against CometBFT v0.40's built-in reactor from the same peers at
+## 2/4/8 peers, 1 and 10 MB chunks, default rate limits and lifted; a 1 GiB
+## restore's peak heap; backfill blocks/s at 0 and 50 ms round trip. Prints the
+## BENCHMARKS.md tables (about 10 minutes on 2 cores; BENCHFLAGS=-quick for a
+## short check).
 bench:
+	$(GO) run ./bench -md $(BENCHFLAGS)
+
+## bench-go: the per-part Go benchmarks of the root package
+bench-go:
 	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill|BenchmarkRestoreMemory' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
 
 ## fuzz: fuzz the wire decoder and validators for a while

@@ -27,9 +27,11 @@ const rpcIdleConnTimeout = 90 * time.Second
 // NewRPCStateProvider returns a StateProvider that verifies light blocks
 // fetched from CometBFT RPC servers (endpoints commit and validators) with
 // CometBFT's light client: the first server is the primary, the others
-// are witnesses. Consensus params come from the servers' consensus_params
-// endpoint, primary first, and are accepted only if they hash to the
-// verified header's ConsensusHash.
+// are witnesses. Consensus params come from every server's consensus_params
+// endpoint and are accepted only if they hash to the verified header's
+// ConsensusHash and at least two servers return the same full params (the
+// hash covers only Block.MaxBytes and MaxGas); a server returning other
+// params with the right hash fails the verification.
 //
 // chainID, version.Software and initialHeight are the node's own (from its
 // genesis). servers are normalised (scheme http unless given, tcp:// read

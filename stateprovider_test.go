@@ -291,9 +291,22 @@ func TestLightStateProviderParams(t *testing.T) {
 	require.ErrorIs(t, err, ErrVerifyFailed)
 	require.ErrorContains(t, err, "commits to params hash")
 
-	got, err := state(paramsSources{fixedParams{params: forged}, fixedParams{err: provider.ErrNoResponse}, c.Provider()})
-	require.NoError(t, err, "a later source with the right params is used")
-	require.Equal(t, c.Params().Hash(), got.ConsensusParams.Hash())
+	got, err := state(paramsSources{fixedParams{params: forged}, c.Provider(), fixedParams{err: provider.ErrNoResponse},
+		c.Provider()})
+	require.NoError(t, err, "later sources with the right params are used")
+	require.Equal(t, c.Params(), got.ConsensusParams)
+
+	// The hash covers only Block.MaxBytes and MaxGas: the other fields need
+	// two sources agreeing, and a source that disagrees fails verification.
+	_, err = state(paramsSources{fixedParams{params: forged}, fixedParams{err: provider.ErrNoResponse}, c.Provider()})
+	require.ErrorIs(t, err, ErrProviderTransient, "one matching source cannot be cross-checked")
+	require.ErrorContains(t, err, "only 1 of 3 sources")
+	unhashed := c.Params()
+	unhashed.Evidence.MaxAgeNumBlocks++
+	require.Equal(t, c.Params().Hash(), unhashed.Hash(), "the evidence params are not hashed")
+	_, err = state(paramsSources{c.Provider(), fixedParams{params: unhashed}})
+	require.ErrorIs(t, err, ErrVerifyFailed)
+	require.ErrorContains(t, err, "sources disagree")
 
 	_, err = state(fixedParams{err: provider.ErrNoResponse})
 	require.ErrorIs(t, err, ErrProviderTransient)
