@@ -29,7 +29,7 @@ fmt:
 ## bench: ours against CometBFT v0.40's built-in reactor from the same peers at
 ## 2/4/8 peers, 1 and 10 MB chunks, default rate limits and lifted; a 1 GiB
 ## restore's peak heap; backfill blocks/s at 0 and 50 ms round trip. Prints the
-## BENCHMARKS.md tables (about 10 minutes on 2 cores; BENCHFLAGS=-quick for a
+## BENCHMARKS.md tables (about 5 minutes on 2 cores; BENCHFLAGS=-quick for a
 ## short check).
 bench:
 	$(GO) run ./bench -md $(BENCHFLAGS)
