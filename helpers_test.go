@@ -53,6 +53,9 @@ type netOpts struct {
 	shareApp    bool    // every server serves the source app (saves memory in benchmarks)
 	streamBytes int64   // kvapp streaming mode: a state of this many bytes, never held in memory
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
+	// network, if set, connects the reactors instead of CometBFT switches
+	// over MConnections (tn.nodes and testNode.p2p stay nil then).
+	network func(t testing.TB, reactors []map[string]p2p.Reactor)
 	cfg         func(c *Config)
 	server      func(i int, app *kvapp.App)
 	provider    func(c *chaingen.Chain) StateProvider
@@ -169,6 +172,10 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 	reactors := make([]map[string]p2p.Reactor, len(nodes))
 	for i, n := range nodes {
 		reactors[i] = map[string]p2p.Reactor{"STATESYNC": n.reactor}
+	}
+	if o.network != nil {
+		o.network(t, reactors)
+		return tn
 	}
 	tn.nodes = p2ptest.Network(t, tn.p2pCfg, reactors)
 	for i, n := range nodes {
