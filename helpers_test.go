@@ -55,10 +55,10 @@ type netOpts struct {
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
 	// network, if set, connects the reactors instead of CometBFT switches
 	// over MConnections (tn.nodes and testNode.p2p stay nil then).
-	network func(t testing.TB, reactors []map[string]p2p.Reactor)
-	cfg         func(c *Config)
-	server      func(i int, app *kvapp.App)
-	provider    func(c *chaingen.Chain) StateProvider
+	network  func(t testing.TB, reactors []map[string]p2p.Reactor)
+	cfg      func(c *Config)
+	server   func(i int, app *kvapp.App)
+	provider func(c *chaingen.Chain) StateProvider
 }
 
 func newAppConns(t testing.TB, app abci.Application) proxy.AppConns {
