@@ -116,7 +116,7 @@ func benchCompare(b *testing.B, peers, chunk, size int, p2pRate, rate int64) {
 
 	// Theirs, from the same serving nodes.
 	runtime.GC()
-	app := &timedApp{App: kvapp.New(kvapp.Options{})}
+	app := &kvapp.Timed{App: kvapp.New(kvapp.Options{})}
 	stock := stockReactor(b, app)
 	node := p2ptest.Start(b, tn.p2pCfg, 50, map[string]p2p.Reactor{"STATESYNC": stock}, nil)
 	for _, s := range tn.servers {
@@ -125,7 +125,7 @@ func benchCompare(b *testing.B, peers, chunk, size int, p2pRate, rate int64) {
 	if _, _, err := stock.Sync(chainStateProvider(b, tn.chain), 5*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	theirs := app.restoreTime()
+	theirs := app.RestoreTime()
 
 	mb := float64(bytes) / 1e6
 	b.ReportMetric(mb/ours.Seconds(), "ours-MB/s")

@@ -1,8 +1,6 @@
 package statesync
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,38 +24,6 @@ func stockReactor(t testing.TB, app abci.Application) *cmtss.Reactor {
 	return r
 }
 
-// timedApp records when a restore was accepted and when its last chunk was
-// applied, so our reactor and CometBFT's are timed the same way.
-type timedApp struct {
-	*kvapp.App
-	mtx              sync.Mutex
-	offered, applied time.Time
-}
-
-func (a *timedApp) OfferSnapshot(ctx context.Context, req *abci.RequestOfferSnapshot) (*abci.ResponseOfferSnapshot, error) {
-	res, err := a.App.OfferSnapshot(ctx, req)
-	if err == nil && res.Result == abci.ResponseOfferSnapshot_ACCEPT {
-		a.mtx.Lock()
-		a.offered = time.Now()
-		a.mtx.Unlock()
-	}
-	return res, err
-}
-
-func (a *timedApp) ApplySnapshotChunk(ctx context.Context, req *abci.RequestApplySnapshotChunk) (*abci.ResponseApplySnapshotChunk, error) {
-	res, err := a.App.ApplySnapshotChunk(ctx, req)
-	a.mtx.Lock()
-	a.applied = time.Now()
-	a.mtx.Unlock()
-	return res, err
-}
-
-func (a *timedApp) restoreTime() time.Duration {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	return a.applied.Sub(a.offered)
-}
-
 // TestInteropRestoreFromStockCometBFT: our reactor restores from nodes
 // running CometBFT v0.40's built-in statesync reactor (channels 0x60/0x61,
 // which is all they speak).
@@ -66,7 +32,7 @@ func TestInteropRestoreFromStockCometBFT(t *testing.T) {
 	opts := kvapp.Options{Keys: 200, ValueSize: 1024, ChunkSize: 16 << 10, Height: tn.height}
 	var nodes []*p2ptest.Node
 	for i := 0; i < 2; i++ {
-		app := &timedApp{App: kvapp.New(opts)}
+		app := &kvapp.Timed{App: kvapp.New(opts)}
 		nodes = append(nodes, p2ptest.Start(t, tn.p2pCfg, 10+i, map[string]p2p.Reactor{"STATESYNC": stockReactor(t, app)}, nil))
 	}
 	for _, n := range nodes {
@@ -85,7 +51,7 @@ func TestInteropRestoreFromStockCometBFT(t *testing.T) {
 // built-in reactor restores from nodes running ours.
 func TestInteropStockCometBFTRestoresFromUs(t *testing.T) {
 	tn := newTestNet(t, netOpts{servers: 2, keys: 400, chunkSize: 16 << 10})
-	fresh := &timedApp{App: kvapp.New(kvapp.Options{})}
+	fresh := &kvapp.Timed{App: kvapp.New(kvapp.Options{})}
 	stock := stockReactor(t, fresh)
 	node := p2ptest.Start(t, tn.p2pCfg, 20, map[string]p2p.Reactor{"STATESYNC": stock}, nil)
 	for _, s := range tn.servers {

@@ -15,7 +15,6 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/statesync/statesync/internal/chaingen"
-	"github.com/statesync/statesync/internal/kvapp"
 )
 
 // env implements p2ptest.TB for a command: a failure panics with an error
@@ -91,39 +90,6 @@ func (p chainProvider) Commit(_ context.Context, h uint64) (*types.Commit, error
 
 func (p chainProvider) State(_ context.Context, h uint64) (sm.State, error) {
 	return p.c.State(int64(h)), nil
-}
-
-// timedApp records when a restore was accepted and when its last chunk was
-// applied, so both reactors are timed the same way: from the accepted
-// OfferSnapshot to the last ApplySnapshotChunk.
-type timedApp struct {
-	*kvapp.App
-	mtx              sync.Mutex
-	offered, applied time.Time
-}
-
-func (a *timedApp) OfferSnapshot(ctx context.Context, req *abci.RequestOfferSnapshot) (*abci.ResponseOfferSnapshot, error) {
-	res, err := a.App.OfferSnapshot(ctx, req)
-	if err == nil && res.Result == abci.ResponseOfferSnapshot_ACCEPT {
-		a.mtx.Lock()
-		a.offered = time.Now()
-		a.mtx.Unlock()
-	}
-	return res, err
-}
-
-func (a *timedApp) ApplySnapshotChunk(ctx context.Context, req *abci.RequestApplySnapshotChunk) (*abci.ResponseApplySnapshotChunk, error) {
-	res, err := a.App.ApplySnapshotChunk(ctx, req)
-	a.mtx.Lock()
-	a.applied = time.Now()
-	a.mtx.Unlock()
-	return res, err
-}
-
-func (a *timedApp) restoreTime() time.Duration {
-	a.mtx.Lock()
-	defer a.mtx.Unlock()
-	return a.applied.Sub(a.offered)
 }
 
 // heapSampler records the peak of the heap above the baseline taken when

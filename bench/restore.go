@@ -137,7 +137,7 @@ func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcf
 	tmp string, logger log.Logger,
 ) (run restoreRun, err error) {
 	err = withEnv(func(e *env) error {
-		app := &timedApp{App: kvapp.New(kvapp.Options{})}
+		app := &kvapp.Timed{App: kvapp.New(kvapp.Options{})}
 		conns := appConns(e, app)
 		cfg := statesync.DefaultConfig()
 		cfg.DiscoveryTime = 500 * time.Millisecond
@@ -162,7 +162,7 @@ func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcf
 		if err != nil {
 			return err
 		}
-		run.took = app.restoreTime()
+		run.took = app.RestoreTime()
 		n.Stop() // disconnect from the servers before the next restorer
 		return nil
 	})
@@ -173,7 +173,7 @@ func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmt
 	tmp string, logger log.Logger,
 ) (run restoreRun, err error) {
 	err = withEnv(func(e *env) error {
-		app := &timedApp{App: kvapp.New(kvapp.Options{})}
+		app := &kvapp.Timed{App: kvapp.New(kvapp.Options{})}
 		conns := appConns(e, app)
 		cfg := *cmtcfg.DefaultStateSyncConfig()
 		cfg.TempDir = tmp
@@ -200,7 +200,7 @@ func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmt
 		if err != nil {
 			return err
 		}
-		run.took = app.restoreTime()
+		run.took = app.RestoreTime()
 		n.Stop()
 		return nil
 	})
