@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cometbft/cometbft/p2p"
@@ -149,26 +150,61 @@ type backfiller struct {
 	blocks    int
 	unflushed int
 	lastFlush time.Time
+	done      bool // the run reached its bounds: the last checkpoint says so
+
+	anchor backfillAnchor
+	rpc    map[p2p.ID]*rpcLightSource // RPC servers, asked like peers when no peer serves 0x62
+	rpcWG  sync.WaitGroup             // RPC requests in flight
+	runCtx context.Context            // the run's context: RPC requests end with it
 }
 
-func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSettings) (res BackfillResult, err error) {
-	b := &backfiller{r: r, set: set, state: state, store: r.deps.Backfill, started: time.Now()}
-	res.From = state.LastBlockHeight
+func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSettings) (BackfillResult, error) {
+	if err := checkBackfillState(state); err != nil {
+		return BackfillResult{From: state.LastBlockHeight, Stopped: BackfillInvalidState},
+			fmt.Errorf("%w: %w", ErrBackfill, err)
+	}
+	return r.runBackfill(ctx, anchorAt(state), state, set)
+}
+
+// backfillAnchor is where one backfill run starts: the highest height to
+// fetch, what its block must hash to, and the bounds it stops at.
+type backfillAnchor struct {
+	origin         int64 // the height the node was state-synced to
+	top            int64 // highest height to fetch
+	wantID         types.BlockID
+	wantCommitHash []byte // nil: the top block's commit is verified with its validator set
+	floor          int64  // the chain's initial height
+	stopHeight     int64
+	stopTime       time.Time
+}
+
+// anchorAt anchors a backfill at a verified state.
+func anchorAt(state sm.State) backfillAnchor {
+	top := state.LastBlockHeight
+	floor := max(state.InitialHeight, 1)
+	ev := state.ConsensusParams.Evidence
+	return backfillAnchor{
+		origin: top, top: top, wantID: state.LastBlockID, floor: floor,
+		stopHeight: max(top-ev.MaxAgeNumBlocks, floor), stopTime: state.LastBlockTime.Add(-ev.MaxAgeDuration),
+	}
+}
+
+// runBackfill runs one backfill from a. state gives the chain ID and, when
+// a.wantCommitHash is nil, the validators of the top block.
+func (r *Reactor) runBackfill(ctx context.Context, a backfillAnchor, state sm.State, set backfillSettings) (res BackfillResult, err error) {
+	b := &backfiller{r: r, set: set, state: state, anchor: a, store: r.deps.Backfill, started: time.Now()}
+	res.From = a.top
 	defer func() {
 		res.Duration = time.Since(b.started)
 		res.Blocks = b.blocks
 		if b.blocks > 0 {
-			res.To = state.LastBlockHeight - int64(b.blocks) + 1
+			res.To = a.top - int64(b.blocks) + 1
 		}
 		res.Err = err
 	}()
 	fail := func(stop BackfillStop, cause error) (BackfillResult, error) {
 		res.Stopped = stop
 		return res, fmt.Errorf("%w: %w", ErrBackfill, cause)
-	}
-
-	if err := checkBackfillState(state); err != nil {
-		return fail(BackfillInvalidState, err)
 	}
 	life := r.lifetime()
 	if life == nil || !r.IsRunning() {
@@ -177,23 +213,18 @@ func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSett
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(life, cancel)()
+	b.runCtx = ctx
 
-	top := state.LastBlockHeight
-	floor := max(state.InitialHeight, 1)
-	ev := state.ConsensusParams.Evidence
-	stopHeight := top - ev.MaxAgeNumBlocks
-	stopTime := state.LastBlockTime.Add(-ev.MaxAgeDuration)
-	if stopHeight < floor {
-		stopHeight = floor
-	}
-	b.total = top - stopHeight + 1
-	b.q = newBlockQueue(top, floor, stopHeight, stopTime, queueLimits{
+	b.total = max(a.top-a.stopHeight+1, 0)
+	b.q = newBlockQueue(a.top, a.floor, a.stopHeight, a.stopTime, queueLimits{
 		window: set.window, initWindow: min(backfillInitWindow, set.window), maxAttempts: set.maxAttempts,
 		maxTimeouts: set.maxTimeouts, maxAhead: set.maxAhead, maxInflight: backfillMaxInflight,
 	})
 	b.sink = make(chan response, backfillMaxInflight)
-	b.wantID = state.LastBlockID
+	b.wantID, b.wantCommitHash = a.wantID, a.wantCommitHash
 	b.lastFlush = time.Now()
+	b.rpc = r.backfillRPCSources(state.ChainID)
+	defer b.closeRPC()
 
 	r.metrics.SetBackfillTotal(b.total)
 	prevPhase := r.progress.current().Phase
@@ -206,23 +237,32 @@ func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSett
 		}
 		p.BackfillDone = int64(b.blocks)
 	})
-	r.logger.Info("Backfill started", "from", top, "stop_height", stopHeight, "stop_time", stopTime,
-		"initial_height", floor)
+	r.logger.Info("Backfill started", "from", a.top, "stop_height", a.stopHeight, "stop_time", a.stopTime,
+		"initial_height", a.floor, "rpc_sources", len(b.rpc))
 
 	stop, cause := b.run(ctx, life)
 	b.cancelOutstanding()
+	cancel()
+	b.rpcWG.Wait() // RPC requests end with ctx
+	b.done = cause == nil
 	if ferr := b.finish(); ferr != nil && cause == nil {
 		stop, cause = BackfillStoreFailed, ferr
 	}
 	res.Stopped = stop
-	logger := r.logger.With("from", top, "to", top-int64(b.blocks)+1, "blocks", b.blocks,
+	logger := r.logger.With("from", a.top, "to", a.top-int64(b.blocks)+1, "blocks", b.blocks,
 		"took", time.Since(b.started))
-	if cause != nil {
-		logger.Error("Backfill failed", "stopped", stop, "err", cause)
-		return fail(stop, cause)
+	switch {
+	case cause == nil:
+		logger.Info("Backfill complete", "stopped", stop)
+		return res, nil
+	case stop == BackfillNoPeers || stop == BackfillCancelled:
+		// Nothing is wrong with the node: no source, or it stops.
+		logger.Info("Backfill ended before the evidence horizon; a restart continues it", "stopped", stop,
+			"err", cause)
+	default:
+		logger.Error("Backfill failed; a restart continues it", "stopped", stop, "err", cause)
 	}
-	logger.Info("Backfill complete", "stopped", stop)
-	return res, nil
+	return fail(stop, cause)
 }
 
 func checkBackfillState(state sm.State) error {
@@ -301,6 +341,13 @@ func (b *backfiller) run(ctx context.Context, life context.Context) (BackfillSto
 func (b *backfiller) syncPeers() <-chan struct{} {
 	changed := b.r.peers.changed()
 	now := b.r.peers.capable(LightBlockChannel)
+	if len(now) == 0 {
+		// No peer serves light blocks (stock CometBFT peers do not):
+		// ask the configured RPC servers instead.
+		for id := range b.rpc {
+			now = append(now, id)
+		}
+	}
 	present := make(map[p2p.ID]bool, len(now))
 	for _, id := range now {
 		present[id] = true
@@ -319,6 +366,10 @@ func (b *backfiller) issue() error {
 	for _, a := range b.q.assign() {
 		key := requestKey{peer: a.peer, kind: kindLightBlock, height: a.height}
 		timeout := b.q.timeout(a.peer, b.set.minTimeout, b.set.timeout)
+		if src := b.rpc[a.peer]; src != nil {
+			b.fetchRPC(src, key, timeout)
+			continue
+		}
 		switch err := b.r.dispatcher.start(key, timeout, b.sink); {
 		case err == nil:
 		case errors.Is(err, ErrStopped):
@@ -366,7 +417,7 @@ func (b *backfiller) verifyReady() error {
 			peer, h := b.q.reject(err)
 			b.r.logger.Info("Backfill: peer served a bad block; fetching it elsewhere", "peer", peer, "height", h,
 				"err", err)
-			b.r.punish(peer, fmt.Errorf("%w: %w: backfill block %d: %w", ErrPeerMisbehaved, ErrVerifyFailed, h, err))
+			b.punish(peer, fmt.Errorf("%w: %w: backfill block %d: %w", ErrPeerMisbehaved, ErrVerifyFailed, h, err))
 			continue
 		}
 		if err := b.save(fb.lb, vals); err != nil {
@@ -379,6 +430,12 @@ func (b *backfiller) verifyReady() error {
 		b.unflushed++
 		b.r.metrics.BlockBackfilled()
 		b.q.accept(lb.Time)
+		if b.blocks == crashBackfillAfter && crashArmed(crashBackfill) {
+			if err := b.maybeFlush(true); err != nil {
+				return err
+			}
+			crashPoint(crashBackfill)
+		}
 	}
 }
 
@@ -469,6 +526,14 @@ func (b *backfiller) maybeFlush(force bool) error {
 		return nil
 	}
 	if b.store != nil {
+		// Every stored height's validators go with it, and the checkpoint
+		// claims no more than what this flush makes durable.
+		if err := b.closeSegment(); err != nil {
+			return err
+		}
+		if err := b.saveCheckpoint(); err != nil {
+			return err
+		}
 		if err := b.store.Flush(); err != nil {
 			return fmt.Errorf("flushing backfilled blocks: %w", err)
 		}
@@ -486,11 +551,8 @@ func (b *backfiller) maybeFlush(force bool) error {
 
 // finish closes the open segment and flushes, on every way out.
 func (b *backfiller) finish() error {
-	if b.store != nil && b.segVals != nil {
-		if err := b.closeSegment(); err != nil {
-			return err
-		}
-		b.unflushed = max(b.unflushed, 1)
+	if b.store != nil {
+		b.unflushed = max(b.unflushed, 1) // the checkpoint, at least
 	}
 	return b.maybeFlush(true)
 }

@@ -127,7 +127,21 @@ type Config struct {
 	// serve_queue_per_peer (128 by default), so a larger window only helps
 	// against peers configured to queue more.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
+
+	// OnNoSnapshot (on_no_snapshot, default "stop"): what a node does when
+	// state sync finds no usable snapshot within DiscoveryTimeout
+	// (ErrNoSnapshots, ErrAllSnapshotsRejected). "stop" stops the node
+	// with the error; "blocksync" boots it into block sync from genesis
+	// instead (package node), which needs peers that still have every
+	// block from the initial height. Other failures always stop the node.
+	OnNoSnapshot string `mapstructure:"on_no_snapshot" toml:"on_no_snapshot"`
 }
+
+// OnNoSnapshot policies.
+const (
+	OnNoSnapshotStop      = "stop"
+	OnNoSnapshotBlockSync = "blocksync"
+)
 
 // Defaults, as documented on the Config fields.
 const (
@@ -169,6 +183,7 @@ func DefaultConfig() Config {
 		ServeQueuePerPeer:   DefaultServeQueuePerPeer,
 		Backfill:            true,
 		BackfillWindow:      DefaultBackfillWindow,
+		OnNoSnapshot:        OnNoSnapshotStop,
 	}
 }
 
@@ -278,6 +293,9 @@ func (c Config) ValidateBasic() error {
 			c.ServeQueuePerPeer, c.ServePerPeer)
 	case c.TrustHeight < 0:
 		return invalid("trust_height", "must not be negative, got %d", c.TrustHeight)
+	case c.OnNoSnapshot != "" && c.OnNoSnapshot != OnNoSnapshotStop && c.OnNoSnapshot != OnNoSnapshotBlockSync:
+		return invalid("on_no_snapshot", "must be %q or %q, got %q", OnNoSnapshotStop, OnNoSnapshotBlockSync,
+			c.OnNoSnapshot)
 	}
 	if c.TrustHash != "" {
 		b, err := hex.DecodeString(c.TrustHash)

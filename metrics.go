@@ -55,6 +55,8 @@ type Metrics struct {
 	backfillStart  atomic.Int64 // unix nanoseconds of SetBackfillTotal
 	peers          atomic.Int64
 	discoveryRound atomic.Int64
+	backfilling    atomic.Bool
+	fallbacks      atomic.Int64
 
 	reasonsMtx sync.Mutex
 	reasons    map[string]struct{} // label values seen, at most maxReasonLabels
@@ -85,6 +87,8 @@ type promMetrics struct {
 	backfilled       prometheus.Gauge
 	backfillTotal    prometheus.Gauge
 	backfillRate     prometheus.Gauge
+	backfillActive   prometheus.Gauge
+	fallbacks        prometheus.Counter
 }
 
 var _ Metricer = (*Metrics)(nil)
@@ -145,6 +149,9 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		backfilled:      gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
 		backfillTotal:   gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
 		backfillRate:    gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
+		backfillActive:  gauge("backfill_active", "1 while a background backfill is running, else 0."),
+		fallbacks: counter("fallback_blocksync_total",
+			"State syncs that found no usable snapshot and fell back to block sync from genesis (on_no_snapshot = blocksync)."),
 	}
 	cols := []struct {
 		col   prometheus.Collector
@@ -168,6 +175,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		{p.backfilled, adoptInto(&p.backfilled)},
 		{p.backfillTotal, adoptInto(&p.backfillTotal)},
 		{p.backfillRate, adoptInto(&p.backfillRate)},
+		{p.backfillActive, adoptInto(&p.backfillActive)},
+		{p.fallbacks, adoptInto(&p.fallbacks)},
 	}
 	var registered []prometheus.Collector
 	for _, c := range cols {
@@ -477,4 +486,42 @@ func (m *Metrics) BlockBackfilled() {
 		m.prom.backfilled.Set(float64(n))
 		m.prom.backfillRate.Set(m.backfillRate(time.Now()))
 	}
+}
+
+// SetBackfilling marks a background backfill as running (true) or ended.
+func (m *Metrics) SetBackfilling(on bool) {
+	if m == nil {
+		return
+	}
+	m.backfilling.Store(on)
+	if m.prom != nil {
+		v := 0.0
+		if on {
+			v = 1
+		}
+		m.prom.backfillActive.Set(v)
+	}
+}
+
+// Backfilling reports whether a background backfill is running.
+func (m *Metrics) Backfilling() bool { return m != nil && m.backfilling.Load() }
+
+// FallbackToBlockSync counts a state sync that found no usable snapshot
+// and fell back to block sync from genesis (package node, on_no_snapshot).
+func (m *Metrics) FallbackToBlockSync() {
+	if m == nil {
+		return
+	}
+	m.fallbacks.Add(1)
+	if m.prom != nil {
+		m.prom.fallbacks.Inc()
+	}
+}
+
+// Fallbacks is the number of fallbacks to block sync from genesis.
+func (m *Metrics) Fallbacks() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.fallbacks.Load()
 }

@@ -90,9 +90,10 @@ type Reactor struct {
 	stopped bool
 	wg      sync.WaitGroup
 
-	mtx          sync.Mutex // guards syncer and lastBackfill
+	mtx          sync.Mutex // guards syncer, lastBackfill and bfDone
 	syncer       *syncer    // the running Sync's restore, if any
 	lastBackfill *BackfillResult
+	bfDone       chan struct{} // closed when the background backfill ends (nil: none started)
 }
 
 var _ p2p.Reactor = (*Reactor)(nil)
@@ -417,8 +418,9 @@ func reasonLabel(err error) string {
 	}
 }
 
-// LastBackfill returns the outcome of the last backfill run by Sync, or
-// nil if none ran.
+// LastBackfill returns the outcome of the last background backfill
+// (started by Sync, StartBackfill or ResumeBackfill) once it has ended, or
+// nil if none has.
 func (r *Reactor) LastBackfill() *BackfillResult {
 	r.mtx.Lock()
 	defer r.mtx.Unlock()

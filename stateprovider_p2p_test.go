@@ -327,8 +327,9 @@ func TestSyncOverP2PThenBackfill(t *testing.T) {
 	require.Equal(t, chain.Params(), state.ConsensusParams)
 	require.Equal(t, srcHash, freshApp.AppHash())
 
-	res := fresh.LastBackfill()
-	require.NotNil(t, res, "Sync backfills")
+	res, err := fresh.WaitBackfill(backfillCtx(t))
+	require.NoError(t, err)
+	require.NotNil(t, res, "Sync starts a backfill")
 	require.NoError(t, res.Err)
 	require.Equal(t, BackfillReachedInitialHeight, res.Stopped)
 	require.Equal(t, height, res.Blocks)

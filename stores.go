@@ -18,8 +18,18 @@ type StateStore interface {
 	// Bootstrap saves state, restored and verified by Sync, as the node's
 	// current state, with the validator sets at LastBlockHeight,
 	// LastBlockHeight+1 and +2 and the consensus params. Called once, after
-	// the application was restored; an error fails Sync.
+	// the application was restored, as the last of Sync's store writes
+	// (see Reactor.Sync): a node whose state store is bootstrapped counts
+	// as synced on its next boot. An error fails Sync.
 	Bootstrap(state sm.State) error
+	// SetOfflineStateSyncHeight records height as the height the stores
+	// were state-synced to while the block store is still empty, which is
+	// what lets CometBFT's block sync reactor start from height+1 instead of
+	// panicking on a state/store height mismatch. Sync calls it before
+	// Bootstrap. CometBFT's node.NewNode resets it to 0 at every boot, so a
+	// node that boots again before storing block height+1 must set it
+	// again before NewNode (package node does).
+	SetOfflineStateSyncHeight(height int64) error
 	// LoadValidators returns the validator set (with the proposer
 	// priorities) in force at height, or an error if the store does not
 	// have it (pruned, or above the latest height). It must not block on
@@ -52,7 +62,7 @@ type BlockStore interface {
 	// for the latest height, and by Sync for the snapshot height).
 	LoadSeenCommit(height int64) *types.Commit
 	// SaveSeenCommit stores commit as the seen commit of height. Sync calls
-	// it once, for the snapshot height, after Bootstrap.
+	// it once, for the snapshot height, as the first of its store writes.
 	SaveSeenCommit(height int64, commit *types.Commit) error
 }
 

@@ -41,11 +41,18 @@ const (
 // errDeferred means the snapshot was put aside to be tried again later.
 var errDeferred = errors.New("snapshot deferred")
 
-// Sync restores the app from a snapshot, bootstraps the state store, saves
-// the seen commit of the snapshot height in the block store, backfills
-// historical headers when Config.Backfill is set (a backfill failure is
-// logged and readable through LastBackfill, never returned), and returns
-// the state to hand to block sync or consensus.
+// Sync restores the app from a snapshot, writes the stores and returns
+// the state to hand to block sync or consensus. With Config.Backfill it
+// then starts a backfill of historical headers in the background (see
+// StartBackfill): Sync does not wait for it.
+//
+// The store writes are ordered so that a crash at any point leaves a node
+// that either state-syncs again from scratch or boots and block-syncs
+// from the snapshot height S+1: the seen commit of S first (and the
+// backfill checkpoint, with Deps.Backfill), then the offline state-sync
+// height S, then Bootstrap of the state store last, which is what makes
+// the node count as synced on its next boot. Once Bootstrap has returned,
+// Sync returns the state and a nil error, whatever happens after.
 //
 // The Reactor must be running and attached to a router. Sync returns
 // ErrSyncInProgress if another Sync runs, ctx.Err() or ErrStopped when
@@ -75,15 +82,16 @@ func (r *Reactor) Sync(ctx context.Context) (sm.State, error) {
 	r.syncer = s
 	r.mtx.Unlock()
 	r.metrics.SetSyncing(true)
-	defer func() {
+	release := func() {
 		r.mtx.Lock()
 		r.syncer = nil
 		r.mtx.Unlock()
 		s.cleanup()
 		r.metrics.SetSyncing(false)
-	}()
+	}
 
 	state, err := r.sync(ctx, s)
+	release()
 	if err != nil {
 		if life.Err() != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrStopped, err)
@@ -92,6 +100,9 @@ func (r *Reactor) Sync(ctx context.Context) (sm.State, error) {
 		return sm.State{}, err
 	}
 	r.progress.update(func(p *Progress) { p.Phase, p.Err = PhaseDone, nil })
+	if r.cfg.Backfill {
+		r.StartBackfill(state)
+	}
 	return state, nil
 }
 
@@ -114,41 +125,44 @@ func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
 	if err != nil {
 		return sm.State{}, err
 	}
-
+	// The app holds the state now: the spool is not needed, and a crash
+	// from here on must not leave it behind.
+	s.cleanup()
 	r.progress.update(func(p *Progress) { p.Phase = PhaseBootstrap })
-	if err := r.deps.StateStore.Bootstrap(state); err != nil {
-		return sm.State{}, fmt.Errorf("bootstrapping the state store at height %d: %w", state.LastBlockHeight, err)
-	}
-	if err := r.deps.BlockStore.SaveSeenCommit(state.LastBlockHeight, commit); err != nil {
-		return sm.State{}, fmt.Errorf("saving the seen commit at height %d: %w", state.LastBlockHeight, err)
+	if err := r.bootstrap(state, commit); err != nil {
+		return sm.State{}, err
 	}
 	r.logger.Info("Snapshot restored and stores bootstrapped", "height", state.LastBlockHeight,
 		"app_hash", fmt.Sprintf("%X", state.AppHash))
+	return state, nil
+}
 
-	if r.cfg.Backfill && len(r.peers.capable(LightBlockChannel)) == 0 {
-		// Stock CometBFT peers do not serve light blocks: do not wait for one.
-		err := fmt.Errorf("%w: no connected peer serves light blocks (channel 0x62)", ErrBackfill)
-		r.mtx.Lock()
-		r.lastBackfill = &BackfillResult{From: state.LastBlockHeight, To: state.LastBlockHeight, Err: err}
-		r.mtx.Unlock()
-		r.logger.Error("Skipping backfill; the node continues without evidence history", "err", err)
-	} else if r.cfg.Backfill {
-		r.progress.update(func(p *Progress) { p.Phase = PhaseBackfill })
-		res, err := r.Backfill(ctx, state)
-		r.mtx.Lock()
-		r.lastBackfill = &res
-		r.mtx.Unlock()
-		if err != nil {
-			if ctx.Err() != nil {
-				return sm.State{}, ctx.Err()
-			}
-			// Never fatal: the node runs, with less evidence history.
-			r.logger.Error("Backfill failed; the node continues without full evidence history",
-				"err", err, "from", res.From, "to", res.To, "blocks", res.Blocks)
+// bootstrap writes the stores in the crash-safe order (see Sync). A crash
+// before Bootstrap leaves a state store at height 0: the next boot state
+// syncs again, and overwrites the seen commit, checkpoint and offline
+// height. A crash after it leaves a node that boots at height S with an
+// empty block store and the offline height set (package node sets it again
+// before every boot until block S+1 is stored).
+func (r *Reactor) bootstrap(state sm.State, commit *types.Commit) error {
+	h := state.LastBlockHeight
+	if err := r.deps.BlockStore.SaveSeenCommit(h, commit); err != nil {
+		return fmt.Errorf("saving the seen commit at height %d: %w", h, err)
+	}
+	crashPoint(crashSeenCommit)
+	if r.cfg.Backfill {
+		if err := r.saveBackfillStart(state); err != nil {
+			return fmt.Errorf("saving the backfill checkpoint at height %d: %w", h, err)
 		}
 	}
-
-	return state, nil
+	if err := r.deps.StateStore.SetOfflineStateSyncHeight(h); err != nil {
+		return fmt.Errorf("saving the offline state sync height %d: %w", h, err)
+	}
+	crashPoint(crashOfflineHeight)
+	if err := r.deps.StateStore.Bootstrap(state); err != nil {
+		return fmt.Errorf("bootstrapping the state store at height %d: %w", h, err)
+	}
+	crashPoint(crashBootstrapped)
+	return nil
 }
 
 // buildStateProvider makes the state provider Config asks for.

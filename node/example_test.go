@@ -89,7 +89,13 @@ func Example() {
 	}
 	res := n.SyncResult()
 	fmt.Println("restored from a snapshot:", res.State.LastBlockHeight%5 == 0)
-	fmt.Println("backfilled down to height", res.Backfill.To)
+	// The node hands over to block sync at once; backfill runs alongside.
+	bf, err := n.WaitBackfill(ctx)
+	if err != nil || bf == nil {
+		fmt.Println("no backfill:", err)
+		return
+	}
+	fmt.Println("backfilled down to height", bf.To)
 	// Output:
 	// restored from a snapshot: true
 	// backfilled down to height 1

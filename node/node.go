@@ -81,11 +81,13 @@ type SyncResult struct {
 	Synced bool
 	// State is the state the node was bootstrapped with.
 	State sm.State
-	// Backfill is the backfill's outcome (its Err is set when it failed,
-	// which is logged and not fatal).
-	Backfill statesync.BackfillResult
-	// Restore is how long Sync took (restore, bootstrap and backfill),
-	// Total until the handover to block sync.
+	// FellBack is true when no snapshot could be had and the node fell
+	// back to block sync from genesis (on_no_snapshot = "blocksync"); State
+	// is then the genesis state.
+	FellBack bool
+	// Restore is how long Sync took (restore and bootstrap), Total until
+	// the handover to block sync. Backfill runs after the handover, in the
+	// background (Node.WaitBackfill).
 	Restore, Total time.Duration
 }
 
@@ -99,6 +101,8 @@ type Node struct {
 	stateDB dbm.DB
 	blockDB dbm.DB
 	sync    bool
+	metrics *statesync.Metrics
+	booted  int64 // the state's height when New ran
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -173,7 +177,7 @@ func New(o Options) (*Node, error) {
 		metricsProvider = cmtnode.DefaultMetricsProvider(cfg.Instrumentation)
 	}
 
-	n := &Node{logger: logger, cfg: ssCfg, done: make(chan struct{}), synced: make(chan struct{})}
+	n := &Node{logger: logger, cfg: ssCfg, metrics: metrics, done: make(chan struct{}), synced: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	// Capture the node's own state and block DB handles as NewNode opens
@@ -185,13 +189,20 @@ func New(o Options) (*Node, error) {
 			return nil, err
 		}
 		dbMtx.Lock()
+		defer dbMtx.Unlock()
 		switch ctx.ID {
 		case "state":
 			n.stateDB = db
+			// NewNode opens the block DB first, then this one, and reads
+			// the offline state sync height after both.
+			if n.blockDB != nil {
+				if err := restoreOfflineHeight(db, n.blockDB, logger); err != nil {
+					return nil, err
+				}
+			}
 		case "blockstore":
 			n.blockDB = db
 		}
-		dbMtx.Unlock()
 		return db, nil
 	}
 
@@ -272,6 +283,7 @@ func (n *Node) install(cn *cmtnode.Node, ssCfg statesync.Config, o Options, metr
 	// CometBFT's own decision (node.NewNode): state sync when enabled, with
 	// no state yet, unless we are the only validator.
 	n.sync = ssCfg.Enable && loaded.LastBlockHeight == 0 && !onlyValidatorIsUs(genState, pub.Address())
+	n.booted = loaded.LastBlockHeight
 
 	r, err := statesync.NewReactor(ssCfg, statesync.Deps{
 		Snapshots:     cn.ProxyApp().Snapshot(),
@@ -307,9 +319,11 @@ func onlyValidatorIsUs(state sm.State, addr []byte) bool {
 }
 
 // Start starts the CometBFT node and, if the node state syncs, the
-// restore: Sync (restore, bootstrap, backfill) then the handover to block
-// sync. Start returns once the node is running; a failed restore stops it
-// later (see Done and Err).
+// restore: Sync (restore and bootstrap), then at once the handover to block
+// sync, while the backfill runs in the background. A node that was
+// state-synced before (a restart) continues an unfinished backfill. Start
+// returns once the node is running; a failed restore stops it later (see
+// Done and Err).
 func (n *Node) Start() error {
 	n.mtx.Lock()
 	switch {
@@ -332,6 +346,9 @@ func (n *Node) Start() error {
 	n.mtx.Unlock()
 	if !n.sync {
 		close(n.synced)
+		if n.booted > 0 {
+			n.resumeBackfill()
+		}
 		return nil
 	}
 	n.wg.Add(1)
@@ -342,27 +359,48 @@ func (n *Node) Start() error {
 	return nil
 }
 
-// run restores, backfills and hands over; on failure it stops the node.
+// resumeBackfill continues the backfill of a node state-synced before a
+// restart (never fatal), and removes the spools a killed sync left.
+func (n *Node) resumeBackfill() {
+	removeStaleSpools(n.cfg.TempDir, n.logger)
+	if !n.cfg.Backfill {
+		return
+	}
+	state, err := n.StateStore().Load()
+	if err == nil {
+		_, err = n.reactor.ResumeBackfill(state)
+	}
+	if err != nil {
+		n.logger.Error("Cannot resume the backfill; the node continues without full evidence history", "err", err)
+	}
+}
+
+// run restores and hands over; on failure it falls back to block sync or
+// stops the node.
 func (n *Node) run() {
 	start := time.Now()
 	n.logger.Info("Starting state sync", "use_p2p", n.cfg.UseP2P, "backfill", n.cfg.Backfill)
 	state, err := n.reactor.Sync(n.ctx)
 	if err != nil {
-		if n.ctx.Err() != nil {
+		switch {
+		case n.ctx.Err() != nil:
 			return // stopped
+		case n.cfg.OnNoSnapshot == statesync.OnNoSnapshotBlockSync &&
+			(errors.Is(err, statesync.ErrNoSnapshots) || errors.Is(err, statesync.ErrAllSnapshotsRejected)):
+			n.fallBack(err, start)
+		default:
+			n.fail(fmt.Errorf("%w: %w", ErrStateSyncFailed, err))
 		}
-		n.fail(fmt.Errorf("%w: %w", ErrStateSyncFailed, err))
 		return
 	}
 	res := SyncResult{Synced: true, State: state, Restore: time.Since(start)}
 	n.logger.Info("State sync restored the app", "height", state.LastBlockHeight, "took", res.Restore)
+	removeStaleSpools(n.cfg.TempDir, n.logger)
+	n.complete(res, state, start)
+}
 
-	// Sync backfilled (Config.Backfill); a failed backfill is not fatal
-	// (CometBFT's evidence checks cannot look as far back) and was logged.
-	if bf := n.reactor.LastBackfill(); bf != nil {
-		res.Backfill = *bf
-	}
-
+// complete hands over to block sync and publishes res.
+func (n *Node) complete(res SyncResult, state sm.State, start time.Time) {
 	if err := n.handover(state); err != nil {
 		n.fail(fmt.Errorf("%w: %w", ErrHandoverFailed, err))
 		return
@@ -508,9 +546,10 @@ func (n *Node) Wait(ctx context.Context) error {
 	}
 }
 
-// Synced is closed once the node has restored, backfilled and handed over
-// to block sync, or at Start when it does not state sync. It is never
-// closed if the state sync fails (Done is).
+// Synced is closed once the node has restored and handed over to block
+// sync (or fell back to block sync from genesis), or at Start when it does
+// not state sync. It is never closed if the state sync fails (Done is).
+// The backfill may still run then (WaitBackfill).
 func (n *Node) Synced() <-chan struct{} { return n.synced }
 
 // SyncResult reports the boot-time state sync (zero until Synced).
@@ -518,6 +557,14 @@ func (n *Node) SyncResult() SyncResult {
 	n.mtx.Lock()
 	defer n.mtx.Unlock()
 	return n.result
+}
+
+// WaitBackfill waits for the background backfill (after a state sync, or
+// resumed after a restart) to end and returns its result; nil, nil if
+// none was started (yet: it starts at the handover). A failed backfill is
+// never fatal: its Err says why, and a restart continues it.
+func (n *Node) WaitBackfill(ctx context.Context) (*statesync.BackfillResult, error) {
+	return n.reactor.WaitBackfill(ctx)
 }
 
 // StateSyncing reports whether the node state syncs at boot (decided in

@@ -226,6 +226,14 @@ func run(o options) (err error) {
 		return fmt.Errorf("the fresh node stopped: %w", e)
 	}
 
+	// Backfill ran alongside block sync; its result is needed below.
+	var bf statesync.BackfillResult
+	if r, err := n.WaitBackfill(ctx); err != nil {
+		return fmt.Errorf("waiting for the backfill: %w", err)
+	} else if r != nil {
+		bf = *r
+	}
+
 	// Check: the fresh node's blocks and app are the validators'.
 	v := net.Nodes[0]
 	for _, h := range []int64{1, snap, target} {
@@ -244,7 +252,7 @@ func run(o options) (err error) {
 	rows := [][2]string{
 		{"snapshot", fmt.Sprintf("height %d, %d chunks of %d KiB", snap, final.ChunksTotal, o.chunkKB)},
 		{"bytes", fmt.Sprintf("%s fetched from %d peers", progressui.Bytes(final.Bytes), len(net.Nodes))},
-		{"restore", fmt.Sprintf("%s from Start to the bootstrapped state (discovery, P2P light-client verification, restore, backfill)",
+		{"restore", fmt.Sprintf("%s from Start to the bootstrapped state (discovery, P2P light-client verification, restore; backfill runs after the handover)",
 			res.Restore.Round(time.Millisecond))},
 	}
 	if xfer > 0 {
@@ -252,7 +260,6 @@ func run(o options) (err error) {
 		rows = append(rows, [2]string{"throughput", fmt.Sprintf("%s while fetching chunks = %.0f%% of the peers' summed link rate",
 			progressui.Rate(bps), 100*bps/(float64(len(net.Nodes))*float64(rate)))})
 	}
-	bf := res.Backfill
 	bfLine := fmt.Sprintf("%d blocks (heights %d down to %d) in %s", bf.Blocks, bf.From, bf.To, bf.Duration.Round(time.Millisecond))
 	if bf.Err != nil {
 		bfLine += fmt.Sprintf(", failed (not fatal): %v", bf.Err)

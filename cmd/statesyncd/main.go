@@ -302,8 +302,8 @@ func logProgress(ctx context.Context, logger log.Logger, ch <-chan statesync.Pro
 			return
 		case <-n.Synced():
 			r := n.SyncResult()
-			logger.Info("State sync complete; block sync running", "height", r.State.LastBlockHeight,
-				"backfilled", r.Backfill.Blocks, "took", r.Total.Round(time.Millisecond))
+			logger.Info("State sync complete; block sync running, backfill in the background",
+				"height", r.State.LastBlockHeight, "fell_back", r.FellBack, "took", r.Total.Round(time.Millisecond))
 			return
 		case p := <-ch:
 			if p.Phase != phase || time.Since(last) >= 5*time.Second {

@@ -1,0 +1,61 @@
+package node
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/libs/log"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/store"
+)
+
+// restoreOfflineHeight makes a node whose stores were state-synced to a
+// height S, but which has not stored block S+1 yet, bootable: CometBFT's
+// block sync reactor panics ("state (S) and store (0) height mismatch")
+// unless the offline state sync height is S, and node.NewNode resets that
+// height to 0 at every boot. So before every NewNode: state at S > 0 and
+// an empty block store mean the stores were state-synced (or bootstrapped
+// offline) to S, and the height is set to S again. Once block sync stores
+// S+1 the block store is not empty and nothing is done.
+func restoreOfflineHeight(stateDB, blockDB dbm.DB, logger log.Logger) error {
+	if store.LoadBlockStoreState(blockDB).Height > 0 {
+		return nil
+	}
+	ss := sm.NewStore(stateDB, sm.StoreOptions{})
+	state, err := ss.Load()
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	if state.LastBlockHeight <= 0 {
+		return nil
+	}
+	if err := ss.SetOfflineStateSyncHeight(state.LastBlockHeight); err != nil {
+		return fmt.Errorf("setting the offline state sync height %d: %w", state.LastBlockHeight, err)
+	}
+	logger.Info("State-synced stores without blocks yet; block sync continues from the snapshot height",
+		"height", state.LastBlockHeight)
+	return nil
+}
+
+// removeStaleSpools removes the chunk spool directories ("statesync-*")
+// a killed state sync left in dir, once the node no longer needs one (it
+// is synced). Only an explicitly configured temp_dir is cleaned: in the
+// OS temporary directory the spools could be another node's.
+func removeStaleSpools(dir string, logger log.Logger) {
+	if dir == "" {
+		return
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, "statesync-*"))
+	if err != nil {
+		return
+	}
+	for _, m := range matches {
+		if err := os.RemoveAll(m); err != nil {
+			logger.Error("Failed to remove a stale chunk spool", "dir", m, "err", err)
+			continue
+		}
+		logger.Info("Removed a chunk spool left by an interrupted state sync", "dir", m)
+	}
+}
