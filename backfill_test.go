@@ -263,8 +263,14 @@ type bfNode struct {
 
 func newBackfillNode(t testing.TB, chain *chaingen.Chain, cfg func(*Config)) *bfNode {
 	t.Helper()
+	return newBackfillNodeOn(t, chain, cfg, dbm.NewMemDB(), dbm.NewMemDB())
+}
+
+// newBackfillNodeOn is newBackfillNode over given databases (a restart).
+func newBackfillNodeOn(t testing.TB, chain *chaingen.Chain, cfg func(*Config), blockDB, stateDB dbm.DB) *bfNode {
+	t.Helper()
 	conns := newAppConns(t, kvapp.New(kvapp.Options{}))
-	n := &bfNode{blockDB: dbm.NewMemDB(), stateDB: dbm.NewMemDB()}
+	n := &bfNode{blockDB: blockDB, stateDB: stateDB}
 	c := TestConfig()
 	c.LightBlockTimeout = 300 * time.Millisecond
 	if cfg != nil {

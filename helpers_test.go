@@ -58,6 +58,9 @@ type netOpts struct {
 	network  func(t testing.TB, reactors []map[string]p2p.Reactor)
 	cfg      func(c *Config)
 	server   func(i int, app *kvapp.App)
+	// freshDeps, if set, edits the fresh node's Deps before its Reactor
+	// is built.
+	freshDeps func(d *Deps)
 	provider func(c *chaingen.Chain) StateProvider
 }
 
@@ -137,6 +140,9 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: n.stateStore, BlockStore: n.blockStore,
 			Genesis: chain.GenesisState(), Logger: log.NewNopLogger(),
+		}
+		if !serving && o.freshDeps != nil {
+			o.freshDeps(&deps)
 		}
 		if !serving {
 			if o.provider != nil {

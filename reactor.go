@@ -79,6 +79,12 @@ type Reactor struct {
 
 	dispatcher *dispatcher
 
+	// app gates the calls into the app (appconn.go); stopCh, closed by
+	// OnStop, abandons the ones in flight.
+	app      *appGate
+	stopCh   chan struct{}
+	stopOnce sync.Once
+
 	routerMtx sync.RWMutex
 	rt        Router
 
@@ -115,7 +121,12 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 	}
 	limits := ssproto.DefaultLimits()
 	limits.MaxSnapshotChunks = cfg.MaxSnapshotChunks
+	stopCh := make(chan struct{})
+	gate := &appGate{stop: stopCh}
+	gateApp(gate, &deps)
 	r := &Reactor{
+		app:      gate,
+		stopCh:   stopCh,
 		cfg:      cfg,
 		deps:     deps,
 		logger:   deps.Logger,
@@ -204,8 +215,11 @@ func (r *Reactor) OnStart() error {
 
 // OnStop implements service.Service: it cancels a running Sync, releases
 // every pending request and waits for all the Reactor's goroutines.
-// BaseService makes Stop idempotent.
+// BaseService makes Stop idempotent. Calls into the app in flight are
+// abandoned, not waited for (the app finishes them; see AppCallsDone), so
+// Stop does not wait for a slow app.
 func (r *Reactor) OnStop() {
+	r.stopOnce.Do(func() { close(r.stopCh) })
 	r.lifeMtx.Lock()
 	r.stopped = true
 	if r.cancel != nil {

@@ -571,6 +571,10 @@ func (n *Node) WaitBackfill(ctx context.Context) (*statesync.BackfillResult, err
 // New, as CometBFT decides it).
 func (n *Node) StateSyncing() bool { return n.sync }
 
+// Metrics are our Reactor's metrics (also exported when Options give a
+// registerer).
+func (n *Node) Metrics() *statesync.Metrics { return n.metrics }
+
 // Reactor is our state sync Reactor (Subscribe for progress).
 func (n *Node) Reactor() *statesync.Reactor { return n.reactor }
 
