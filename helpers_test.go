@@ -55,13 +55,13 @@ type netOpts struct {
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
 	// network, if set, connects the reactors instead of CometBFT switches
 	// over MConnections (tn.nodes and testNode.p2p stay nil then).
-	network  func(t testing.TB, reactors []map[string]p2p.Reactor)
-	cfg      func(c *Config)
-	server   func(i int, app *kvapp.App)
+	network func(t testing.TB, reactors []map[string]p2p.Reactor)
+	cfg     func(c *Config)
+	server  func(i int, app *kvapp.App)
 	// freshDeps, if set, edits the fresh node's Deps before its Reactor
 	// is built.
 	freshDeps func(d *Deps)
-	provider func(c *chaingen.Chain) StateProvider
+	provider  func(c *chaingen.Chain) StateProvider
 }
 
 func newAppConns(t testing.TB, app abci.Application) proxy.AppConns {
