@@ -55,7 +55,9 @@ func main() {
 	case "init":
 		err = runInit(os.Args[2:])
 	case "start":
-		err = runStart(os.Args[2:])
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		err = runStart(os.Args[2:], sig)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -222,7 +224,15 @@ func newLogger(cfg *cmtcfg.Config) (log.Logger, error) {
 	return flags.ParseLogLevel(cfg.LogLevel, logger, cmtcfg.DefaultLogLevel)
 }
 
-func runStart(args []string) error {
+// runStart runs a node until it stops itself or a signal arrives on sig.
+// It returns an error (exit status 1, the error on stderr) whenever the
+// node or its state sync failed, also when a signal stopped it: a state
+// sync that failed or had not finished, or a node that stopped itself
+// with an error, or an app connection that failed (when the app dies,
+// CometBFT sends SIGTERM to its own process, so a signal may be how an
+// app failure shows). Only a node stopped by a signal with none of those
+// returns nil.
+func runStart(args []string, sig <-chan os.Signal) error {
 	fs := flag.NewFlagSet("start", flag.ExitOnError)
 	home := fs.String("home", defaultHome(), "node home directory")
 	proxyApp := fs.String("proxy_app", "", "ABCI app address (tcp://..., unix://...), a CometBFT built-in "+
@@ -270,21 +280,55 @@ func runStart(args []string) error {
 	}
 	logger.Info("Started node", "id", nodeKey.ID(), "state_sync", n.StateSyncing(), "use_p2p", ss.UseP2P)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if n.StateSyncing() {
 		go logProgress(ctx, logger, progress, n)
 	}
 	select {
-	case <-ctx.Done():
-		logger.Info("Stopping on signal")
-		if err := n.Stop(); err != nil {
-			return err
-		}
-		return nil
+	case s := <-sig:
+		logger.Info("Stopping on signal", "signal", s)
+		stop()
+		return stoppedBySignal(n, s)
 	case <-n.Done():
 		return n.Err()
 	}
+}
+
+// stoppedBySignal stops n after signal s and says whether the node had
+// failed: its own error, an app connection's error, or a state sync that
+// had not finished.
+func stoppedBySignal(n *node.Node, s os.Signal) error {
+	synced := false
+	select {
+	case <-n.Synced():
+		synced = true
+	default:
+	}
+	appErr := appConnError(n)
+	stopErr := n.Stop()
+	switch {
+	case n.Err() != nil:
+		return n.Err()
+	case appErr != nil:
+		return fmt.Errorf("stopped on %v after the app connection failed: %w", s, appErr)
+	case !synced:
+		return fmt.Errorf("stopped on %v before state sync finished (phase %s)", s, n.Reactor().Progress().Phase)
+	case stopErr != nil:
+		return fmt.Errorf("stopping on %v: %w", s, stopErr)
+	}
+	return nil
+}
+
+// appConnError returns the first error of the node's app connections.
+func appConnError(n *node.Node) error {
+	pa := n.CometBFT().ProxyApp()
+	for _, c := range []interface{ Error() error }{pa.Consensus(), pa.Mempool(), pa.Query(), pa.Snapshot()} {
+		if err := c.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // logProgress logs the state sync's progress: every change of phase and,
