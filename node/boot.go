@@ -18,7 +18,10 @@ import (
 // height to 0 at every boot. So before every NewNode: state at S > 0 and
 // an empty block store mean the stores were state-synced (or bootstrapped
 // offline) to S, and the height is set to S again. Once block sync stores
-// S+1 the block store is not empty and nothing is done.
+// S+1 the block store is not empty and nothing is done. Conversely, a state
+// sync stopped after writing the offline height but before Bootstrap left
+// a state at height 0 with that height set, on which block sync would
+// panic too: the height is cleared, and the node state-syncs again.
 func restoreOfflineHeight(stateDB, blockDB dbm.DB, logger log.Logger) error {
 	if store.LoadBlockStoreState(blockDB).Height > 0 {
 		return nil
@@ -29,6 +32,13 @@ func restoreOfflineHeight(stateDB, blockDB dbm.DB, logger log.Logger) error {
 		return fmt.Errorf("loading state: %w", err)
 	}
 	if state.LastBlockHeight <= 0 {
+		// A state sync that stopped between the offline height and
+		// Bootstrap: the node syncs again, and block sync must not be
+		// told the stores are at that height.
+		if h, err := ss.GetOfflineStateSyncHeight(); err == nil && h != 0 {
+			logger.Info("Clearing the offline state sync height of an unfinished state sync", "height", h)
+			return ss.SetOfflineStateSyncHeight(0)
+		}
 		return nil
 	}
 	if err := ss.SetOfflineStateSyncHeight(state.LastBlockHeight); err != nil {

@@ -107,6 +107,10 @@ type Options struct {
 	// that is a multiple of it, keeping the last SnapshotKeep (default 10).
 	SnapshotInterval int64
 	SnapshotKeep     int
+	// Dir, if set, makes the committed state durable (key-value mode): it
+	// is written to a file in Dir after every Commit and restore, and New
+	// starts from it when present, as a real app restarts from its disk.
+	Dir string
 }
 
 // App is the application. Safe for concurrent use.
@@ -180,6 +184,11 @@ func New(opts Options) *App {
 	}
 	if content && opts.Height > 0 {
 		a.addSnapshot(uint64(opts.Height), opts.Format)
+	}
+	if opts.Dir != "" && !a.streamed {
+		if err := a.load(); err != nil {
+			panic(err)
+		}
 	}
 	return a
 }
@@ -389,6 +398,7 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	if b := a.pending; b != nil {
 		a.pending = nil
 		a.data, a.size, a.appHash, a.height = b.data, b.size, b.appHash, b.height
+		a.persist()
 		a.stats.Commits++
 		if iv := a.opts.SnapshotInterval; iv > 0 && b.height%iv == 0 {
 			a.addSnapshot(uint64(b.height), a.opts.Format)

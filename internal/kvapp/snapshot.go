@@ -351,6 +351,7 @@ func (a *App) applyChunk(req *abci.RequestApplySnapshotChunk) (*abci.ResponseApp
 		a.data, a.streamed, a.stream = nil, true, nil
 	}
 	a.height, a.appHash, a.size, a.pending = int64(rs.snap.Height), appHash, rs.size, nil
+	a.persist()
 	a.stats.Restores++
 	return apply(abci.ResponseApplySnapshotChunk_ACCEPT), a.onApply
 }
