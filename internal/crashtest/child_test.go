@@ -63,7 +63,8 @@ func childConfig(home string) *cmtcfg.Config {
 // runChild runs the node of one child process and returns its exit
 // status. It prints, on stdout, "HIT" when it reaches the crash phase,
 // "BOOT sync=<bool>" once started, and every 50 ms a status line:
-// "STATUS <store height> <app height> <app hash hex> <backfill state>".
+// "STATUS <store height> <app height> <app hash hex> <consensus running>
+// <backfill state>".
 func runChild() int {
 	home := os.Getenv(envHome)
 	cfg := childConfig(home)
@@ -151,8 +152,8 @@ func childLoop(n *node.Node, app *kvapp.App, progress <-chan statesync.Progress,
 			fmt.Fprintln(os.Stderr, "node stopped:", n.Err())
 			return 1
 		case <-tick.C:
-			fmt.Printf("STATUS %d %d %X %s\n", n.CometBFT().BlockStore().Height(), app.Height(), app.AppHash(),
-				backfillState(n))
+			fmt.Printf("STATUS %d %d %X %t %s\n", n.CometBFT().BlockStore().Height(), app.Height(), app.AppHash(),
+				!n.CometBFT().ConsensusReactor().WaitSync(), backfillState(n))
 		}
 	}
 }

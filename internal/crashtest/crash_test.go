@@ -154,6 +154,7 @@ type child struct {
 type status struct {
 	height, appHeight int64
 	appHash           string
+	consensus         bool // block sync caught up and handed over to consensus
 	backfill          string
 }
 
@@ -193,10 +194,11 @@ func (c *child) parse(line string) {
 		c.hit = true
 	case f[0] == "BOOT":
 		c.boot = strings.TrimPrefix(line, "BOOT ")
-	case f[0] == "STATUS" && len(f) >= 5:
+	case f[0] == "STATUS" && len(f) >= 6:
 		h, _ := strconv.ParseInt(f[1], 10, 64)
 		ah, _ := strconv.ParseInt(f[2], 10, 64)
-		c.status = status{height: h, appHeight: ah, appHash: f[3], backfill: strings.Join(f[4:], " ")}
+		c.status = status{height: h, appHeight: ah, appHash: f[3], consensus: f[4] == "true",
+			backfill: strings.Join(f[5:], " ")}
 	}
 }
 
@@ -255,7 +257,10 @@ func runRow(ctx context.Context, t *testing.T, net *localnet.Network, r row) res
 	if libraryPoints[r.phase] {
 		crash = []string{"STATESYNC_CRASH_AT=" + r.phase, "STATESYNC_CRASH_MODE=" + r.mode}
 	}
-	if err := runFirst(ctx, append(append([]string(nil), env...), crash...), r); err != nil {
+	note := ""
+	if err := runFirst(ctx, append(append([]string(nil), env...), crash...), r); errors.Is(err, errUpstreamPanic) {
+		note = " (the stop panicked in CometBFT v0.40's block sync, a crash)"
+	} else if err != nil {
 		res.err = fmt.Errorf("run 1: %w%s", err, logTail(home))
 		return res
 	}
@@ -265,7 +270,7 @@ func runRow(ctx context.Context, t *testing.T, net *localnet.Network, r row) res
 		res.err = fmt.Errorf("restart: %w%s", err, logTail(home))
 		return res
 	}
-	res.outcome, res.toTip = outcome, toTip
+	res.outcome, res.toTip = outcome+note, toTip
 	return res
 }
 
@@ -289,16 +294,25 @@ func runFirst(ctx context.Context, env []string, r row) error {
 			return fmt.Errorf("not killed at %s: %v: %s", r.phase, ps, c.stderr.String())
 		}
 	case "stop":
-		if ps.ExitCode() != 0 && !strings.Contains(c.stderr.String(), "node stopped") {
-			// A stop during state sync is reported; anything else is not expected.
+		switch {
+		case ps.ExitCode() == 0:
+		case strings.Contains(c.stderr.String(), "blocksync.(*BlockPool).PopRequest"):
+			// CometBFT v0.40's block sync, stopped mid-block, can panic
+			// (a race of its own): the stop became a crash.
+			return errUpstreamPanic
+		default:
 			return fmt.Errorf("graceful stop at %s failed: %v: %s", r.phase, ps, c.stderr.String())
 		}
 	}
 	return nil
 }
 
+// errUpstreamPanic: a graceful stop ended in CometBFT's block sync panic.
+var errUpstreamPanic = errors.New("stop panicked in CometBFT's block sync")
+
 // runSecond restarts the child and waits until it follows the tip with the
-// chain's app hash and its backfill is done; then stops it with SIGTERM.
+// chain's app hash, runs consensus, and its backfill is done; then stops it
+// with SIGTERM.
 func runSecond(ctx context.Context, net *localnet.Network, env []string, home string) (string, time.Duration, error) {
 	start := time.Now()
 	tip := net.Height()
@@ -328,7 +342,10 @@ func runSecond(ctx context.Context, net *localnet.Network, env []string, home st
 		if toTip == 0 && s.height >= tip+2 && appHashMatches(net, s) {
 			toTip = time.Since(start)
 		}
-		if toTip == 0 || !strings.HasPrefix(s.backfill, "done") {
+		// Stopped only once in consensus: CometBFT v0.40's block sync can
+		// panic when stopped mid-block (BlockPool.PopRequest reads a block
+		// its stopping requester dropped), a race of its own.
+		if toTip == 0 || !s.consensus || !strings.HasPrefix(s.backfill, "done") {
 			if strings.HasPrefix(s.backfill, "failed") {
 				return "", 0, fmt.Errorf("backfill %s", s.backfill)
 			}
