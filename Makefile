@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test lint vet fmt proto bench bench-go fuzz
+.PHONY: all demo test lint vet fmt proto bench bench-go fuzz reliability-crash
 
 all: lint test
 
@@ -37,6 +37,15 @@ bench:
 ## bench-go: the per-part Go benchmarks of the root package
 bench-go:
 	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill|BenchmarkRestoreMemory' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
+
+## reliability-crash: the crash matrix (internal/crashtest): a node on
+## goleveldb killed (SIGKILL) or stopped at every phase and restarted; prints
+## the markdown table of phases and outcomes on stdout (about a minute)
+reliability-crash:
+	@f=$$(mktemp); \
+	if CRASHTEST_TABLE=$$f $(GO) test -count=1 -timeout 5m -run '^TestCrashMatrix$$' ./internal/crashtest >$$f.log 2>&1; then \
+		cat $$f; rm -f $$f $$f.log; \
+	else cat $$f.log >&2; cat $$f 2>/dev/null; rm -f $$f $$f.log; exit 1; fi
 
 ## fuzz: fuzz the wire decoder and validators for a while
 fuzz:
