@@ -152,6 +152,8 @@ type backfiller struct {
 	lastFlush time.Time
 	done      bool // the run reached its bounds: the last checkpoint says so
 
+	saidNoSource bool // the lack of any source was logged
+
 	anchor backfillAnchor
 	rpc    map[p2p.ID]*rpcLightSource // RPC servers, asked like peers when no peer serves 0x62
 	rpcWG  sync.WaitGroup             // RPC requests in flight
@@ -310,8 +312,15 @@ func (b *backfiller) run(ctx context.Context, life context.Context) (BackfillSto
 			if stall == nil {
 				stall = time.NewTimer(b.set.stallTimeout)
 				stallC = stall.C
-				r.logger.Info("Backfill waiting for a peer that has the next height", "height", h,
-					"usable_peers", b.q.usablePeers(), "wait", b.set.stallTimeout)
+				if len(b.q.peers) == 0 && !b.saidNoSource {
+					b.saidNoSource = true
+					r.logger.Info("Backfill has no source: no connected peer serves light blocks (channel 0x62, "+
+						"stock CometBFT peers do not) and no statesync.rpc_servers are configured; waiting for one",
+						"height", h, "wait", b.set.stallTimeout)
+				} else if len(b.q.peers) > 0 {
+					r.logger.Info("Backfill waiting for a peer that has the next height", "height", h,
+						"usable_peers", b.q.usablePeers(), "wait", b.set.stallTimeout)
+				}
 			}
 		} else if stall != nil {
 			stall.Stop()

@@ -3,11 +3,13 @@ package statesync
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/libs/log"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/cometbft/cometbft/types"
 	"github.com/stretchr/testify/require"
@@ -208,4 +210,56 @@ func TestBackfillResumesAfterRestart(t *testing.T) {
 	started, err = third.r.ResumeBackfill(chain.State(top))
 	require.NoError(t, err)
 	require.False(t, started)
+}
+
+// levelLogger records the level of every log line.
+type levelLogger struct {
+	mtx   *sync.Mutex
+	lines *[]string
+}
+
+func newLevelLogger() levelLogger { return levelLogger{mtx: &sync.Mutex{}, lines: new([]string)} }
+
+func (l levelLogger) add(level, msg string) {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	*l.lines = append(*l.lines, level+" "+msg)
+}
+func (l levelLogger) Debug(string, ...any)       {}
+func (l levelLogger) Info(msg string, _ ...any)  { l.add("I", msg) }
+func (l levelLogger) Error(msg string, _ ...any) { l.add("E", msg) }
+func (l levelLogger) Warn(msg string, _ ...any)  { l.add("W", msg) }
+func (l levelLogger) With(...any) log.Logger     { return l }
+func (l levelLogger) list() []string {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	return append([]string(nil), *l.lines...)
+}
+
+// TestBackfillWithoutSourceSaysSoOnceAtInfo: with no peer serving light
+// blocks and no RPC server, the background backfill says so once, at info
+// level (nothing is wrong with the node), ends with BackfillNoPeers, and
+// leaves its checkpoint unfinished for a restart.
+func TestBackfillWithoutSourceSaysSoOnceAtInfo(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 40})
+	logger := newLevelLogger()
+	n := newBackfillNode(t, chain, func(c *Config) { c.RPCServers = nil })
+	n.r.logger = logger
+	require.True(t, n.r.StartBackfill(chain.State(30)))
+	res, err := n.r.WaitBackfill(backfillCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, BackfillNoPeers, res.Stopped)
+	require.ErrorIs(t, res.Err, ErrNoPeers)
+	said := 0
+	for _, l := range logger.list() {
+		require.False(t, strings.HasPrefix(l, "E "), "error-level line: %s", l)
+		if strings.Contains(l, "no source") {
+			said++
+		}
+	}
+	require.Equal(t, 1, said, "%q", logger.list())
+	cp, ok, err := n.r.checkpointer().LoadBackfillCheckpoint()
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, cp.Done)
 }
