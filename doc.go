@@ -26,9 +26,12 @@
 //     serves snapshots, chunks, light blocks and params to its peers.
 //  5. If the node has no state yet, call Sync(ctx). It discovers snapshots,
 //     verifies the chosen height with a light client, restores the app,
-//     bootstraps the state store, saves the seen commit, backfills
-//     historical headers (Backfill) and returns the state. Subscribe to
-//     follow its Progress.
+//     writes the stores in a crash-safe order (seen commit, offline
+//     state-sync height, Bootstrap last) and returns the state; with
+//     Config.Backfill it starts the backfill of historical headers in the
+//     background (WaitBackfill). Subscribe to follow its Progress. After a
+//     restart of a synced node, ResumeBackfill continues an unfinished
+//     backfill.
 //  6. Hand the returned state to block sync (and then consensus). If Sync
 //     fails, stop the node with the error: it names its cause and wraps one
 //     of the sentinel errors (ErrNoSnapshots, ErrAllSnapshotsRejected,

@@ -1,8 +1,8 @@
 // Package node builds a CometBFT v0.40 node whose state sync is this
 // module's Reactor: it serves snapshots, chunks, light blocks and consensus
 // params on channels 0x60-0x63 in every node, and, on a node without state,
-// restores from a snapshot at boot, backfills historical headers and hands
-// over to block sync and consensus.
+// restores from a snapshot at boot and hands over to block sync and
+// consensus at once, backfilling historical headers in the background.
 //
 // # Usage
 //
@@ -74,6 +74,15 @@
 //     rather than silently running CometBFT's reactor.
 //   - Node.Stop does not stop the proxy app connections (whose watcher
 //     goroutine would then leak); our Stop does.
+//   - NewNode resets the offline state-sync height at every boot, and block
+//     sync panics on a state at S over an empty block store without it: New
+//     sets it again before NewNode while block S+1 is not stored, and
+//     clears it when a sync stopped before Bootstrap (boot.go).
+//   - No usable snapshot with on_no_snapshot = "blocksync": the node runs
+//     the ABCI handshake NewNode skipped and enables block sync from the
+//     initial height (fallback.go).
+//   - A node state-synced before a restart continues its unfinished
+//     backfill (Reactor.ResumeBackfill).
 //
 // With state sync disabled the node boots as CometBFT would (handshake,
 // block sync from its store height) and our Reactor still serves all four

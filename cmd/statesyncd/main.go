@@ -2,7 +2,8 @@
 // this module's: it serves snapshots, chunks, light blocks and consensus
 // params to its peers, and, started without state and with
 // [statesync] enable = true, restores from a snapshot (over RPC-verified or
-// P2P-verified light blocks), backfills, and hands over to block sync.
+// P2P-verified light blocks), hands over to block sync, and backfills in
+// the background.
 //
 // Usage:
 //
@@ -12,8 +13,9 @@
 // init writes config/config.toml (CometBFT's, with this module's keys added
 // to its [statesync] section), a node key, a private validator key and, if
 // there is none, a one-validator genesis. start runs the node until
-// SIGINT/SIGTERM, or until a failed state sync stops it (exit status 1, the
-// cause on stderr). See README.md beside this file.
+// SIGINT/SIGTERM, or until a failed state sync stops it; the exit status is
+// 1, with the cause on stderr, whenever the node or its state sync failed,
+// also when a signal stopped it (see runStart). See README.md beside this file.
 package main
 
 import (
@@ -164,8 +166,10 @@ func withOurKeys(toml string, c statesync.Config) (string, error) {
 # least 2 peers (channels 0x62/0x63) instead of rpc_servers.
 use_p2p = %t
 # Bound on the search for a usable snapshot; then state sync fails and the
-# node stops with the error.
+# node stops with the error, or, with on_no_snapshot = "blocksync", block-syncs
+# from genesis.
 discovery_timeout = %q
+on_no_snapshot = %q
 # Chunk requests in flight per peer (every peer advertising the snapshot is used).
 chunk_window = %d
 # Bound on every light-client verification, and on one light-block request.
@@ -176,10 +180,11 @@ light_block_timeout = %q
 serve_workers = %d
 serve_per_peer = %d
 serve_queue_per_peer = %d
-# After restoring, fetch and verify headers back to the evidence horizon.
+# After restoring, fetch and verify headers back to the evidence horizon, in
+# the background (from peers serving light blocks, else from rpc_servers).
 backfill = %t
 backfill_window = %d
-`, c.UseP2P, c.DiscoveryTimeout, c.ChunkWindow, c.VerifyTimeout, c.LightBlockTimeout,
+`, c.UseP2P, c.DiscoveryTimeout, c.OnNoSnapshot, c.ChunkWindow, c.VerifyTimeout, c.LightBlockTimeout,
 		c.ServeWorkers, c.ServePerPeer, c.ServeQueuePerPeer, c.Backfill, c.BackfillWindow)
 	return toml[:end] + keys + toml[end:], nil
 }
