@@ -77,6 +77,8 @@ func TestStateSyncOverP2P(t *testing.T) {
 	res := n.SyncResult()
 	require.True(t, res.Synced)
 	snap := res.State.LastBlockHeight
+	t.Logf("handover: snapshot height %d, chain tip %d (%d blocks behind), %v after the bootstrap",
+		snap, net.Height(), net.Height()-snap, res.Total-res.Restore)
 	require.Zero(t, snap%interval, "snapshot height %d", snap)
 	// Backfill runs after the handover, alongside block sync.
 	bf, err := n.WaitBackfill(ctx)
