@@ -66,6 +66,7 @@ type backfillSettings struct {
 	flushEvery    int           // blocks between flushes
 	flushInterval time.Duration // longest time between flushes
 	maxSegment    int64         // heights per validator-set record at most
+	background    bool          // StartBackfill/ResumeBackfill: leave Progress.Phase alone
 }
 
 const (
@@ -229,9 +230,14 @@ func (r *Reactor) runBackfill(ctx context.Context, a backfillAnchor, state sm.St
 	defer b.closeRPC()
 
 	r.metrics.SetBackfillTotal(b.total)
+	// A direct Backfill call shows as PhaseBackfill; a background one (after
+	// Sync, whose Phase stays PhaseDone) only in the Backfill counters.
 	prevPhase := r.progress.current().Phase
 	r.progress.update(func(p *Progress) {
-		p.Phase, p.BackfillDone, p.BackfillTotal = PhaseBackfill, 0, b.total
+		if !set.background {
+			p.Phase = PhaseBackfill
+		}
+		p.BackfillDone, p.BackfillTotal = 0, b.total
 	})
 	defer r.progress.update(func(p *Progress) {
 		if p.Phase == PhaseBackfill {

@@ -156,19 +156,25 @@ func (r *Reactor) ResumeBackfill(state sm.State) (bool, error) {
 	if a.wantCommitHash != nil {
 		top.LastValidators = nil // the top block is checked by hash, not signatures
 	}
+	set := r.backfillSettings()
+	set.background = true
 	return r.startBackfill(func(ctx context.Context) (BackfillResult, error) {
-		return r.runBackfill(ctx, a, top, r.backfillSettings())
+		return r.runBackfill(ctx, a, top, set)
 	}), nil
 }
 
 // StartBackfill runs Backfill(state) in the background, on a goroutine the
-// Reactor owns: Stop ends it (its result then says BackfillCancelled).
+// Reactor owns: Stop ends it (its result then says BackfillCancelled). Its
+// progress shows in Progress.BackfillDone and BackfillTotal (Phase is left
+// as it is) and in the metrics (backfill_active).
 // Sync calls it after a restore when Config.Backfill is set. It returns
 // false if a background backfill is already running or the Reactor is not
 // running. The outcome is read with WaitBackfill or LastBackfill.
 func (r *Reactor) StartBackfill(state sm.State) bool {
+	set := r.backfillSettings()
+	set.background = true
 	return r.startBackfill(func(ctx context.Context) (BackfillResult, error) {
-		return r.Backfill(ctx, state)
+		return r.backfill(ctx, state, set)
 	})
 }
 
