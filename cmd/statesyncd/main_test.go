@@ -1,25 +1,34 @@
 package main
 
 import (
+	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	abciserver "github.com/cometbft/cometbft/abci/server"
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/types"
 	cmttime "github.com/cometbft/cometbft/types/time"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/statesync/statesync"
+	"github.com/statesync/statesync/internal/kvapp"
 	"github.com/statesync/statesync/internal/localnet"
 	"github.com/statesync/statesync/node"
 )
 
 func TestMain(m *testing.M) {
-	localnet.VerifyTestMain(m)
+	localnet.VerifyTestMain(m,
+		// CometBFT v0.40's ABCI socket server never ends a dead
+		// connection's handleResponses goroutine (it waits on a channel
+		// nobody closes): the app side of TestStartFailsWhenTheAppDies.
+		goleak.IgnoreTopFunction("github.com/cometbft/cometbft/abci/server.(*SocketServer).handleResponses"))
 }
 
 // newHome runs `statesyncd init` in a temporary home, gives it a genesis
@@ -68,6 +77,23 @@ func newHome(t *testing.T, keys map[string]string) string {
 	}
 	require.NoError(t, os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644))
 	return home
+}
+
+// listenAddr is the P2P listen address newHome wrote.
+func listenAddr(t *testing.T, home string) string {
+	b, err := os.ReadFile(filepath.Join(home, "config", "config.toml"))
+	require.NoError(t, err)
+	section := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "[") {
+			section = l
+		}
+		if v, ok := strings.CutPrefix(l, "laddr = "); ok && section == "[p2p]" {
+			return strings.Trim(v, `"`)
+		}
+	}
+	t.Fatal("no p2p laddr")
+	return ""
 }
 
 var syncKeys = map[string]string{
@@ -125,4 +151,37 @@ func TestStartSucceedsOnSignalWhenNotSyncing(t *testing.T) {
 	sig := make(chan os.Signal, 1)
 	sig <- syscall.SIGINT
 	require.NoError(t, wait(t, start(t, newHome(t, nil), sig)))
+}
+
+// TestStartFailsWhenTheAppDies: the app (out of process, over a socket)
+// dies under a running node; CometBFT then sends SIGTERM to its own
+// process. start must report the app's failure, not a clean stop.
+func TestStartFailsWhenTheAppDies(t *testing.T) {
+	addr, err := localnet.FreeAddress()
+	require.NoError(t, err)
+	srv := abciserver.NewSocketServer(addr, kvapp.New(kvapp.Options{Keys: 10, ValueSize: 10}))
+	require.NoError(t, srv.Start())
+	t.Cleanup(func() { _ = srv.Stop() })
+
+	// CometBFT's SIGTERM to this process arrives here, not at the default
+	// handler.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	home := newHome(t, nil)
+	done := make(chan error, 1)
+	go func() { done <- runStart([]string{"--home", home, "--proxy_app", addr}, sig) }()
+	// Let the node come up (listening on its P2P port), then kill the app.
+	p2pAddr := strings.TrimPrefix(listenAddr(t, home), "tcp://")
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", p2pAddr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond)
+	require.NoError(t, srv.Stop())
+	err = wait(t, done)
+	require.Error(t, err)
+	require.ErrorContains(t, err, "app connection failed")
 }

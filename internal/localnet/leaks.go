@@ -33,15 +33,15 @@ func LeakOptions() []goleak.Option {
 const LeakDeadline = 15 * time.Second
 
 // VerifyTestMain runs the tests, then fails the run if goroutines other
-// than LeakOptions' remain once LeakDeadline has passed (checking every
+// than LeakOptions' (and extra) remain once LeakDeadline has passed (checking every
 // 100 ms, so a clean run costs nothing). LEAKDEBUG=1 (with go test -v)
 // prints what is still running at each check.
-func VerifyTestMain(m *testing.M) {
+func VerifyTestMain(m *testing.M, extra ...goleak.Option) {
 	code := m.Run()
 	if code == 0 {
 		deadline := time.Now().Add(LeakDeadline)
 		for {
-			err := goleak.Find(LeakOptions()...)
+			err := goleak.Find(append(LeakOptions(), extra...)...)
 			if err == nil {
 				break
 			}
