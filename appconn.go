@@ -39,6 +39,9 @@ func gated[T any](g *appGate, ctx context.Context, what string, f func(context.C
 		return zero, fmt.Errorf("%w: not calling %s", ErrStopped, what)
 	default:
 	}
+	if err := ctx.Err(); err != nil {
+		return zero, fmt.Errorf("not calling %s: %w", what, err)
+	}
 	type result struct {
 		v   T
 		err error

@@ -101,9 +101,9 @@ func (r *Reactor) backfillSettings() backfillSettings {
 // state, from state.LastBlockHeight down until both bounds of the evidence
 // params are met — a height at most LastBlockHeight - MaxAgeNumBlocks whose
 // block is older than LastBlockTime - MaxAgeDuration — or the chain's
-// initial height is reached. Sync runs it after a restore when
-// Config.Backfill is set; it can also be called on its own, on a running
-// Reactor, with the node's current state.
+// initial height is reached. Sync starts it in the background after a
+// restore when Config.Backfill is set (StartBackfill); it can also be
+// called on its own, on a running Reactor, with the node's current state.
 //
 // Blocks are checked against the hash chain anchored at the verified
 // state: the block at LastBlockHeight must hash to state.LastBlockID, each

@@ -82,21 +82,19 @@ func (b *backfiller) fetchRPC(src *rpcLightSource, key requestKey, timeout time.
 		sent := time.Now()
 		lb, err := src.p.LightBlock(cctx, key.height)
 		resp := response{key: key, lb: lb, rtt: time.Since(sent)}
-		var bad provider.ErrBadLightBlock
 		switch {
+		case err == nil && lb != nil && lb.Height == key.height:
 		case err == nil:
+			resp.lb, resp.err = nil, fmt.Errorf("%w: %s answered another height for %d", ErrTimeout, src.remote,
+				key.height)
 		case errors.Is(err, provider.ErrLightBlockNotFound), errors.Is(err, provider.ErrHeightTooHigh):
 			resp.lb = nil // the server lacks it (pruned)
-		case errors.As(err, &bad):
-			resp.err = fmt.Errorf("%w: %s: %w", ErrNoPeers, src.remote, err)
-		case cctx.Err() != nil && ctx.Err() == nil:
-			resp.err = fmt.Errorf("%w: %s: %w", ErrTimeout, src.remote, err)
+		case ctx.Err() != nil:
+			resp.err = fmt.Errorf("%w: %w", ErrStopped, ctx.Err())
 		default:
-			resp.err = fmt.Errorf("%w: %s: %w", ErrNoPeers, src.remote, err)
-		}
-		if resp.lb != nil && resp.lb.Height != key.height {
-			resp.lb, resp.err = nil, fmt.Errorf("%w: %s answered height %d for %d", ErrNoPeers, src.remote,
-				resp.lb.Height, key.height)
+			// Unreachable, slow or answering garbage: counted as a timeout,
+			// so the queue backs off and, after a few, stops asking it.
+			resp.err = fmt.Errorf("%w: %s: %w", ErrTimeout, src.remote, err)
 		}
 		select {
 		case b.sink <- resp:

@@ -3,6 +3,7 @@ package statesync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -262,4 +263,22 @@ func TestBackfillWithoutSourceSaysSoOnceAtInfo(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.False(t, cp.Done)
+}
+
+// TestBackfillFromUnreachableRPCServersGivesUp: with no peer serving light
+// blocks, backfill asks the configured RPC servers; servers that refuse
+// connections are backed off like timing-out peers and given up, and the
+// backfill ends with BackfillNoPeers instead of spinning.
+func TestBackfillFromUnreachableRPCServersGivesUp(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 40})
+	var servers []string
+	for range 2 {
+		servers = append(servers, fmt.Sprintf("http://127.0.0.1:%d", freePort(t))) // nothing listens
+	}
+	n := newBackfillNode(t, chain, func(c *Config) { c.RPCServers = servers })
+	require.True(t, n.r.StartBackfill(chain.State(30)))
+	res, err := n.r.WaitBackfill(backfillCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, BackfillNoPeers, res.Stopped, "%+v", res)
+	require.Zero(t, res.Blocks)
 }

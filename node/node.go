@@ -76,8 +76,9 @@ type Options struct {
 
 // SyncResult tells what the boot-time state sync did.
 type SyncResult struct {
-	// Synced is false when the node did not state sync (disabled, or it
-	// already had state); the other fields are then zero.
+	// Synced is false when the node did not state sync (disabled, it
+	// already had state, or it fell back to block sync); the other fields
+	// are then zero, but for FellBack, State and the durations.
 	Synced bool
 	// State is the state the node was bootstrapped with.
 	State sm.State
