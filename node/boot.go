@@ -4,12 +4,43 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	dbm "github.com/cometbft/cometbft-db"
+	cmtcfg "github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/libs/log"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/cometbft/cometbft/store"
 )
+
+// captureDBs wraps dbProvider to capture the node's own state and block DB
+// handles as NewNode opens them, and to repair the offline state sync
+// height (restoreOfflineHeight) before NewNode reads it.
+func (n *Node) captureDBs(dbProvider cmtcfg.DBProvider, logger log.Logger) cmtcfg.DBProvider {
+	var mtx sync.Mutex
+	return func(ctx *cmtcfg.DBContext) (dbm.DB, error) {
+		db, err := dbProvider(ctx)
+		if err != nil {
+			return nil, err
+		}
+		mtx.Lock()
+		defer mtx.Unlock()
+		switch ctx.ID {
+		case "state":
+			n.stateDB = db
+			// NewNode opens the block DB first, then this one, and reads
+			// the offline state sync height after both.
+			if n.blockDB != nil {
+				if err := restoreOfflineHeight(db, n.blockDB, logger); err != nil {
+					return nil, err
+				}
+			}
+		case "blockstore":
+			n.blockDB = db
+		}
+		return db, nil
+	}
+}
 
 // restoreOfflineHeight makes a node whose stores were state-synced to a
 // height S, but which has not stored block S+1 yet, bootable: CometBFT's

@@ -181,31 +181,7 @@ func New(o Options) (*Node, error) {
 	n := &Node{logger: logger, cfg: ssCfg, metrics: metrics, done: make(chan struct{}), synced: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
-	// Capture the node's own state and block DB handles as NewNode opens
-	// them.
-	var dbMtx sync.Mutex
-	capture := func(ctx *cmtcfg.DBContext) (dbm.DB, error) {
-		db, err := dbProvider(ctx)
-		if err != nil {
-			return nil, err
-		}
-		dbMtx.Lock()
-		defer dbMtx.Unlock()
-		switch ctx.ID {
-		case "state":
-			n.stateDB = db
-			// NewNode opens the block DB first, then this one, and reads
-			// the offline state sync height after both.
-			if n.blockDB != nil {
-				if err := restoreOfflineHeight(db, n.blockDB, logger); err != nil {
-					return nil, err
-				}
-			}
-		case "blockstore":
-			n.blockDB = db
-		}
-		return db, nil
-	}
+	capture := n.captureDBs(dbProvider, logger)
 
 	var optErr error
 	replace := func(cn *cmtnode.Node) {
