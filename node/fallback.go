@@ -19,6 +19,9 @@ func (n *Node) fallBack(cause error, start time.Time) {
 		"cause", cause)
 	n.metrics.FallbackToBlockSync()
 	state, err := n.handshake()
+	if n.ctx.Err() != nil {
+		return // stopping
+	}
 	if err != nil {
 		n.fail(fmt.Errorf("%w: falling back to block sync after %w: %w", ErrHandoverFailed, cause, err))
 		return

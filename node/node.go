@@ -373,6 +373,9 @@ func (n *Node) run() {
 	res := SyncResult{Synced: true, State: state, Restore: time.Since(start)}
 	n.logger.Info("State sync restored the app", "height", state.LastBlockHeight, "took", res.Restore)
 	removeStaleSpools(n.cfg.TempDir, n.logger)
+	if n.ctx.Err() != nil {
+		return // stopping: the stores are bootstrapped, the next boot block-syncs
+	}
 	n.complete(res, state, start)
 }
 
