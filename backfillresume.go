@@ -230,3 +230,14 @@ func (r *Reactor) WaitBackfill(ctx context.Context) (*BackfillResult, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// BackfillCheckpoint returns the backfill checkpoint last flushed to
+// Deps.Backfill (where the backfill stands, also after a restart), and
+// false if there is none or the store keeps no checkpoints.
+func (r *Reactor) BackfillCheckpoint() (BackfillCheckpoint, bool, error) {
+	c := r.checkpointer()
+	if c == nil {
+		return BackfillCheckpoint{}, false, nil
+	}
+	return c.LoadBackfillCheckpoint()
+}

@@ -62,9 +62,10 @@ func childConfig(home string) *cmtcfg.Config {
 
 // runChild runs the node of one child process and returns its exit
 // status. It prints, on stdout, "HIT" when it reaches the crash phase,
-// "BOOT sync=<bool>" once started, and every 50 ms a status line:
-// "STATUS <store height> <app height> <app hash hex> <consensus running>
-// <backfill state>".
+// "BOOT sync=<bool>" once started, and every 50 ms a status line
+// "STATUS key=value ...": store height h, app height apph and hash app,
+// cs (consensus running), the backfill checkpoint (top, lowest, done),
+// the last backfill run's from (-1: none ended) and its state bf.
 func runChild() int {
 	home := os.Getenv(envHome)
 	cfg := childConfig(home)
@@ -152,8 +153,14 @@ func childLoop(n *node.Node, app *kvapp.App, progress <-chan statesync.Progress,
 			fmt.Fprintln(os.Stderr, "node stopped:", n.Err())
 			return 1
 		case <-tick.C:
-			fmt.Printf("STATUS %d %d %X %t %s\n", n.CometBFT().BlockStore().Height(), app.Height(), app.AppHash(),
-				!n.CometBFT().ConsensusReactor().WaitSync(), backfillState(n))
+			cp, _, _ := n.Reactor().BackfillCheckpoint()
+			from := int64(-1)
+			if res := n.Reactor().LastBackfill(); res != nil {
+				from = res.From
+			}
+			fmt.Printf("STATUS h=%d apph=%d app=%X cs=%t top=%d lowest=%d done=%t from=%d bf=%s\n",
+				n.CometBFT().BlockStore().Height(), app.Height(), app.AppHash(),
+				!n.CometBFT().ConsensusReactor().WaitSync(), cp.Top, cp.Lowest, cp.Done, from, backfillState(n))
 		}
 	}
 }

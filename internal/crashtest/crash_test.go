@@ -155,6 +155,9 @@ type status struct {
 	height, appHeight int64
 	appHash           string
 	consensus         bool // block sync caught up and handed over to consensus
+	cpTop, cpLowest   int64
+	cpDone            bool
+	from              int64 // the last backfill run's starting height, -1 if none ended
 	backfill          string
 }
 
@@ -194,11 +197,18 @@ func (c *child) parse(line string) {
 		c.hit = true
 	case f[0] == "BOOT":
 		c.boot = strings.TrimPrefix(line, "BOOT ")
-	case f[0] == "STATUS" && len(f) >= 6:
-		h, _ := strconv.ParseInt(f[1], 10, 64)
-		ah, _ := strconv.ParseInt(f[2], 10, 64)
-		c.status = status{height: h, appHeight: ah, appHash: f[3], consensus: f[4] == "true",
-			backfill: strings.Join(f[5:], " ")}
+	case f[0] == "STATUS":
+		kv := map[string]string{}
+		for _, p := range f[1:] {
+			if k, v, ok := strings.Cut(p, "="); ok {
+				kv[k] = v
+			}
+		}
+		num := func(k string) int64 { v, _ := strconv.ParseInt(kv[k], 10, 64); return v }
+		_, bf, _ := strings.Cut(line, " bf=")
+		c.status = status{height: num("h"), appHeight: num("apph"), appHash: kv["app"], consensus: kv["cs"] == "true",
+			cpTop: num("top"), cpLowest: num("lowest"), cpDone: kv["done"] == "true", from: num("from"),
+			backfill: bf}
 	}
 }
 
@@ -265,7 +275,7 @@ func runRow(ctx context.Context, t *testing.T, net *localnet.Network, r row) res
 		return res
 	}
 	// Run 2: the same home.
-	outcome, toTip, err := runSecond(ctx, net, env, home)
+	outcome, toTip, err := runSecond(ctx, net, r, env, home)
 	if err != nil {
 		res.err = fmt.Errorf("restart: %w%s", err, logTail(home))
 		return res
@@ -313,7 +323,7 @@ var errUpstreamPanic = errors.New("stop panicked in CometBFT's block sync")
 // runSecond restarts the child and waits until it follows the tip with the
 // chain's app hash, runs consensus, and its backfill is done; then stops it
 // with SIGTERM.
-func runSecond(ctx context.Context, net *localnet.Network, env []string, home string) (string, time.Duration, error) {
+func runSecond(ctx context.Context, net *localnet.Network, r row, env []string, home string) (string, time.Duration, error) {
 	start := time.Now()
 	tip := net.Height()
 	c, err := startChild(ctx, env)
@@ -342,13 +352,14 @@ func runSecond(ctx context.Context, net *localnet.Network, env []string, home st
 		if toTip == 0 && s.height >= tip+2 && appHashMatches(net, s) {
 			toTip = time.Since(start)
 		}
-		// Stopped only once in consensus: CometBFT v0.40's block sync can
-		// panic when stopped mid-block (BlockPool.PopRequest reads a block
-		// its stopping requester dropped), a race of its own.
-		if toTip == 0 || !s.consensus || !strings.HasPrefix(s.backfill, "done") {
-			if strings.HasPrefix(s.backfill, "failed") {
-				return "", 0, fmt.Errorf("backfill %s", s.backfill)
-			}
+		// Stopped only once in consensus (CometBFT v0.40's block sync can
+		// panic when stopped mid-block: BlockPool.PopRequest reads a block
+		// its stopping requester dropped, a race of its own) and once the
+		// backfill checkpoint says every height down to 1 is stored.
+		if strings.HasPrefix(s.backfill, "failed") {
+			return "", 0, fmt.Errorf("backfill %s", s.backfill)
+		}
+		if toTip == 0 || !s.consensus || !s.cpDone || s.cpLowest != 1 {
 			continue
 		}
 		if err := noSpool(home); err != nil {
@@ -357,6 +368,10 @@ func runSecond(ctx context.Context, net *localnet.Network, env []string, home st
 		outcome := "block sync from the stores"
 		if strings.Contains(boot, "sync=true") {
 			outcome = "state-synced again"
+		}
+		bf, err := backfillOutcome(r, s)
+		if err != nil {
+			return "", 0, err
 		}
 		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			return "", 0, err
@@ -368,8 +383,22 @@ func runSecond(ctx context.Context, net *localnet.Network, env []string, home st
 		if ps.ExitCode() != 0 {
 			return "", 0, fmt.Errorf("exit status %d after SIGTERM: %s", ps.ExitCode(), c.stderr.String())
 		}
-		return outcome + ", backfill done", toTip, nil
+		return outcome + ", " + bf, toTip, nil
 	}
+}
+
+// backfillOutcome says where the restarted node's backfill started: a
+// killed backfill must be continued below where it stopped, not redone.
+func backfillOutcome(r row, s status) (string, error) {
+	switch {
+	case s.from < 0:
+		return "backfill had completed before the stop", nil
+	case s.from < s.cpTop:
+		return fmt.Sprintf("backfill resumed at %d (synced at %d)", s.from, s.cpTop), nil
+	case r.phase == "backfill" && r.mode == "kill":
+		return "", fmt.Errorf("backfill killed after %d blocks was redone from %d", 3, s.from)
+	}
+	return fmt.Sprintf("backfill from %d", s.from), nil
 }
 
 // appHashMatches: the child's app hash is the one the chain's next header
