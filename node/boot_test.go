@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +128,56 @@ func TestFallbackToBlockSync(t *testing.T) {
 		return string(m.App.AppHash()) == string(net.Nodes[0].App.AppHash())
 	}, "the same app hash"))
 	require.NoError(t, n.Err())
+}
+
+// TestStopWhileAppPaused: the joining node's app is stuck inside
+// ApplySnapshotChunk; the node's Stop still returns (it used to wait for
+// the app), and once the app is released its abandoned call ends (no
+// goroutine is left: TestMain's leak check).
+func TestStopWhileAppPaused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	net := startNet(t, ctx, localnet.Options{
+		Validators: 2, App: kvapp.Options{Keys: 200, ValueSize: 512, ChunkSize: 8 << 10, SnapshotInterval: 5},
+	})
+	require.NoError(t, net.WaitHeight(ctx, 7))
+	cfg := joinConfig(t, net)
+	cfg.DiscoveryTime = time.Second // the hook below is set before the first chunk arrives
+	m, err := net.Join(localnet.JoinOptions{Name: "fresh", StateSync: cfg})
+	require.NoError(t, err)
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	m.App.OnApply(func(i uint32) {
+		if i == 1 {
+			once.Do(func() { close(reached) })
+			<-release
+		}
+	})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		t.Fatalf("no chunk applied: %v", ctx.Err())
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop() }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("node Stop waits for the paused app")
+	}
+	require.NoError(t, m.Node().Err())
+	close(release)
+	select {
+	case <-m.Node().Reactor().AppCallsDone():
+	case <-ctx.Done():
+		t.Fatal("the released app's call did not end")
+	}
 }
