@@ -55,6 +55,7 @@ func TestRebootBeforeFirstBlock(t *testing.T) {
 		cmtcfg.EnsureRoot(home)
 		cfg.TxIndex.Indexer = "null"
 		cfg.RPC.ListenAddress = ""
+		cfg.P2P.PexReactor = false // its address book writes config/ after Stop returns
 		cfg.P2P.ListenAddress, err = localnet.FreeAddress()
 		require.NoError(t, err)
 		ssCfg := statesync.TestConfig()
