@@ -62,6 +62,7 @@ type backfillSettings struct {
 	maxAttempts   int           // failed fetches of one height before giving up
 	maxTimeouts   int           // timeout events without an answer before a peer is no longer asked
 	maxAhead      int           // heights fetched ahead of verification
+	maxBytes      int64         // bytes of unverified blocks held or expected, at most
 	flushEvery    int           // blocks between flushes
 	flushInterval time.Duration // longest time between flushes
 	maxSegment    int64         // heights per validator-set record at most
@@ -70,6 +71,10 @@ type backfillSettings struct {
 const (
 	backfillMaxInflight = 1024 // sink capacity: requests in flight over all peers
 	backfillInitWindow  = 4
+	// backfillMaxBytes bounds the unverified blocks backfill holds (see
+	// queueLimits.maxBytes): light blocks are a few KB, but a peer may
+	// send up to 10 MB for each.
+	backfillMaxBytes = 32 << 20
 )
 
 func (r *Reactor) backfillSettings() backfillSettings {
@@ -89,6 +94,7 @@ func (r *Reactor) backfillSettings() backfillSettings {
 		maxAttempts:   10,
 		maxTimeouts:   3,
 		maxAhead:      2048,
+		maxBytes:      backfillMaxBytes,
 		flushEvery:    256,
 		flushInterval: time.Second,
 		maxSegment:    10_000,
@@ -189,7 +195,7 @@ func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSett
 	b.total = top - stopHeight + 1
 	b.q = newBlockQueue(top, floor, stopHeight, stopTime, queueLimits{
 		window: set.window, initWindow: min(backfillInitWindow, set.window), maxAttempts: set.maxAttempts,
-		maxTimeouts: set.maxTimeouts, maxAhead: set.maxAhead, maxInflight: backfillMaxInflight,
+		maxTimeouts: set.maxTimeouts, maxAhead: set.maxAhead, maxInflight: backfillMaxInflight, maxBytes: set.maxBytes,
 	})
 	b.sink = make(chan response, backfillMaxInflight)
 	b.wantID = state.LastBlockID
@@ -341,7 +347,7 @@ func (b *backfiller) handle(resp response) {
 	peer, h := resp.key.peer, resp.key.height
 	switch {
 	case resp.err == nil && resp.lb != nil:
-		b.q.got(peer, h, resp.lb, resp.rtt)
+		b.q.gotSized(peer, h, resp.lb, resp.size, resp.rtt)
 	case resp.err == nil:
 		b.r.logger.Debug("Peer lacks a backfill height; not asking it for lower ones", "peer", peer, "height", h)
 		b.q.lacked(peer, h, resp.rtt)

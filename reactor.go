@@ -127,6 +127,7 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 	r.BaseReactor = *p2p.NewBaseReactor("StateSync", r)
 	r.BaseReactor.SetLogger(deps.Logger)
 	r.dispatcher = newDispatcher(r.sendFunc(), r.logger, r.metrics)
+	r.dispatcher.connected = r.peers.connected
 	return r, nil
 }
 
