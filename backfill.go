@@ -78,10 +78,7 @@ const (
 )
 
 func (r *Reactor) backfillSettings() backfillSettings {
-	timeout := r.cfg.LightBlockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLightBlockTimeout
-	}
+	timeout := r.cfg.lightBlockTimeout()
 	window := r.cfg.BackfillWindow
 	if window <= 0 {
 		window = DefaultBackfillWindow

@@ -309,3 +309,12 @@ func (c Config) ValidateBasic() error {
 	}
 	return nil
 }
+
+// lightBlockTimeout is the one place the light-block (and params) request
+// timeout gets its default.
+func (c Config) lightBlockTimeout() time.Duration {
+	if c.LightBlockTimeout <= 0 {
+		return DefaultLightBlockTimeout
+	}
+	return c.LightBlockTimeout
+}

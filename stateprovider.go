@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"net"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,38 +61,6 @@ type StateProvider interface {
 	// and from the node's own chain ID, initial height and software
 	// version.
 	State(ctx context.Context, height uint64) (sm.State, error)
-}
-
-// ParamsSource fetches the consensus params in force at a height. Sources
-// need not be trusted: the light state provider accepts params only if
-// their hash equals the ConsensusHash of the verified header at that
-// height and, given several sources, two of them return the same params. Errors follow the light provider conventions (wrap
-// provider.ErrHeightTooHigh when the height does not exist yet,
-// provider.ErrNoResponse or a net.Error when the source is unavailable).
-type ParamsSource interface {
-	ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error)
-}
-
-// paramsSources tries several sources in order and returns the first
-// params that match the verified header. Pass one as the ParamsSource of
-// newLightStateProvider to fall back from an unavailable or lying source.
-type paramsSources []ParamsSource
-
-// ConsensusParams implements ParamsSource with the first source that
-// answers (without the hash check; newLightStateProvider checks each).
-func (s paramsSources) ConsensusParams(ctx context.Context, height int64) (types.ConsensusParams, error) {
-	var errs []error
-	for _, src := range s {
-		p, err := src.ConsensusParams(ctx, height)
-		if err == nil {
-			return p, nil
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return types.ConsensusParams{}, errors.New("no params sources")
-	}
-	return types.ConsensusParams{}, errors.Join(errs...)
 }
 
 // lightStateProvider is a StateProvider on CometBFT's light client, fed by a
@@ -637,89 +604,6 @@ func (p *lightStateProvider) crossCheckPriorities(ctx context.Context, blocks []
 		}
 	}
 	return nil
-}
-
-// consensusParams fetches the params in force at current's height and
-// accepts them only if their hash is current's ConsensusHash. The hash
-// covers only Block.MaxBytes and Block.MaxGas, so with several sources the
-// rest is cross-checked: every source is asked, at least two must return
-// the same full params, and any source returning different params with the
-// right hash fails the verification (one of them forged fields the header
-// does not commit to).
-func (p *lightStateProvider) consensusParams(ctx context.Context, current *types.LightBlock) (types.ConsensusParams, error) {
-	sources, ok := p.params.(paramsSources)
-	if !ok {
-		sources = paramsSources{p.params}
-	}
-	quorum := min(2, len(sources))
-	var (
-		errs, mismatches []error
-		accepted         *types.ConsensusParams
-		acceptedBytes    []byte
-		agree            int
-	)
-	for i, src := range sources {
-		pctx, cancel := context.WithTimeout(ctx, p.timeout)
-		params, err := src.ConsensusParams(pctx, current.Height)
-		cancel()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if got := params.Hash(); !bytes.Equal(got, current.ConsensusHash) {
-			mismatches = append(mismatches, fmt.Errorf("source %d: params hash to %X", i, got))
-			continue
-		}
-		if err := params.ValidateBasic(); err != nil {
-			mismatches = append(mismatches, fmt.Errorf("source %d: %w", i, err))
-			continue
-		}
-		pb := params.ToProto()
-		raw, err := pb.Marshal()
-		if err != nil {
-			mismatches = append(mismatches, fmt.Errorf("source %d: %w", i, err))
-			continue
-		}
-		if accepted == nil {
-			// The only reference field; the source may keep its own.
-			params.Validator.PubKeyTypes = slices.Clone(params.Validator.PubKeyTypes)
-			accepted, acceptedBytes, agree = &params, raw, 1
-			continue
-		}
-		if !bytes.Equal(raw, acceptedBytes) {
-			return types.ConsensusParams{}, fmt.Errorf("%w: consensus params at height %d: sources disagree on "+
-				"fields the header's params hash does not cover (%v vs %v)", ErrVerifyFailed, current.Height,
-				*accepted, params)
-		}
-		agree++
-	}
-	if accepted != nil && agree >= quorum {
-		return *accepted, nil
-	}
-	what := fmt.Sprintf("fetching the consensus params at height %d", current.Height)
-	if accepted != nil {
-		// One source only: the others failed. Not a verdict on the snapshot.
-		return types.ConsensusParams{}, fmt.Errorf("%w: %s: only %d of %d sources returned params matching the "+
-			"header, %d needed to cross-check the fields its hash does not cover: %w", ErrProviderTransient, what,
-			agree, len(sources), quorum, errors.Join(append(mismatches, errs...)...))
-	}
-	if len(mismatches) > 0 {
-		return types.ConsensusParams{}, fmt.Errorf("%w: %s: header %d commits to params hash %X, but: %w",
-			ErrVerifyFailed, what, current.Height, current.ConsensusHash, errors.Join(mismatches...))
-	}
-	err := errors.Join(errs...)
-	switch {
-	case ctx.Err() != nil:
-		return types.ConsensusParams{}, fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, context.Cause(ctx))
-	case errors.Is(err, provider.ErrHeightTooHigh), errors.Is(err, provider.ErrLightBlockNotFound):
-		return types.ConsensusParams{}, fmt.Errorf("%w: %s: no source has them yet: %w", ErrHeightNotAvailable,
-			what, err)
-	default:
-		// However a source fails, the params exist (the header commits to
-		// them); the source did not deliver. That says nothing about the
-		// snapshot.
-		return types.ConsensusParams{}, fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, err)
-	}
 }
 
 // checkedProvider adapts a provider's errors to what light.Client expects.

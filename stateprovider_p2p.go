@@ -1,7 +1,6 @@
 package statesync
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,14 +28,6 @@ const (
 	// maxP2PCallAttempts bounds how often one StateProvider call is retried
 	// on a rebuilt light client after a transient failure.
 	maxP2PCallAttempts = 2
-	// paramsFanout is how many peers are asked for consensus params at once.
-	paramsFanout = 3
-	// paramsQuorum is how many distinct peers must send identical params.
-	paramsQuorum = 2
-	// paramsBackoff and paramsMaxBackoff shape the jittered exponential
-	// wait between rounds of params requests.
-	paramsBackoff    = 100 * time.Millisecond
-	paramsMaxBackoff = 2 * time.Second
 )
 
 // BlockProvider is CometBFT's light/provider.Provider served by one peer
@@ -67,7 +58,7 @@ var _ provider.Provider = (*BlockProvider)(nil)
 // from peer, each request bounded by Config.LightBlockTimeout. The peer
 // must advertise channel 0x62 (see PeerUp).
 func (r *Reactor) BlockProvider(chainID string, peer p2p.ID) *BlockProvider {
-	return &BlockProvider{peer: peer, chainID: chainID, timeout: r.cfg.LightBlockTimeout, d: r.dispatcher,
+	return &BlockProvider{peer: peer, chainID: chainID, timeout: r.cfg.lightBlockTimeout(), d: r.dispatcher,
 		punish: r.punish}
 }
 
@@ -376,149 +367,3 @@ func (s *p2pParams) ConsensusParams(ctx context.Context, height int64) (types.Co
 	return s.p.r.fetchParams(ctx, height, want, prefer)
 }
 
-// fetchParams asks peers speaking 0x63 for the consensus params at height,
-// paramsFanout at a time, the peers in prefer first, in rounds separated
-// by a jittered exponential backoff, until paramsQuorum distinct peers
-// have sent identical params whose hash is want (any hash if want is nil),
-// or ctx ends. A peer sending params with another hash is punished.
-//
-// Why a quorum: the ConsensusHash a header commits to covers only the
-// block size and gas limits (types.ConsensusParams.Hash); the evidence,
-// validator, version and feature params are not covered, so one peer
-// could forge them undetected. Two distinct peers must agree on them.
-func (r *Reactor) fetchParams(ctx context.Context, height int64, want []byte, prefer []p2p.ID) (types.ConsensusParams, error) {
-	timeout := r.cfg.LightBlockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLightBlockTimeout
-	}
-	sink := make(chan response, paramsFanout)
-	var outstanding []requestKey
-	defer func() {
-		for _, key := range outstanding {
-			r.dispatcher.cancel(key)
-		}
-	}()
-	votes := make(map[p2p.ID]string) // peer -> the params it sent, encoded
-	var lastErr error
-	offset := 0
-	for round := 0; ; round++ {
-		var peers []p2p.ID
-		for _, id := range paramsCandidates(r.peers.capable(ParamsChannel), prefer) {
-			if _, voted := votes[id]; !voted {
-				peers = append(peers, id)
-			}
-		}
-		changed := r.peers.changed()
-		if len(peers) > 0 {
-			outstanding = outstanding[:0]
-			for i := 0; i < min(paramsFanout, len(peers)); i++ {
-				key := requestKey{peer: peers[(offset+i)%len(peers)], kind: kindParams, height: height}
-				if err := r.dispatcher.start(key, timeout, sink); err != nil {
-					lastErr = err
-					continue
-				}
-				outstanding = append(outstanding, key)
-			}
-			offset += paramsFanout
-			for len(outstanding) > 0 {
-				select {
-				case resp := <-sink:
-					outstanding = removeKey(outstanding, resp.key)
-					if resp.err != nil {
-						lastErr = resp.err
-						continue
-					}
-					peer := resp.key.peer
-					if got := resp.params.Hash(); want != nil && !bytes.Equal(got, want) {
-						lastErr = fmt.Errorf("%w: peer %s sent consensus params hashing to %X, header %d commits to %X",
-							ErrVerifyFailed, peer, got, height, want)
-						r.punish(peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, lastErr))
-						continue
-					}
-					pb := resp.params.ToProto()
-					enc, err := pb.Marshal()
-					if err != nil {
-						lastErr = err
-						continue
-					}
-					votes[peer] = string(enc)
-					agree := 0
-					for _, v := range votes {
-						if v == string(enc) {
-							agree++
-						}
-					}
-					if agree >= paramsQuorum {
-						return resp.params, nil
-					}
-					if len(votes) > agree {
-						lastErr = fmt.Errorf("peers disagree on the consensus params at height %d (%d sets from %d peers)",
-							height, distinct(votes), len(votes))
-						r.logger.Info("Peers disagree on consensus params the header does not commit to",
-							"height", height, "peers", len(votes))
-					}
-				case <-ctx.Done():
-					return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
-				}
-			}
-		}
-		backoff := min(paramsMaxBackoff, paramsBackoff<<min(round, 16))
-		backoff = backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-changed:
-			t.Stop()
-		case <-ctx.Done():
-			t.Stop()
-			return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
-		}
-	}
-}
-
-func distinct(votes map[p2p.ID]string) int {
-	seen := make(map[string]bool, len(votes))
-	for _, v := range votes {
-		seen[v] = true
-	}
-	return len(seen)
-}
-
-func paramsErr(height int64, ctxErr, last error) error {
-	if last == nil {
-		last = errors.New("no peer serves consensus params (channel 0x63)")
-	}
-	return fmt.Errorf("%w: consensus params at height %d from peers: %w (last failure: %w)",
-		provider.ErrNoResponse, height, ctxErr, last)
-}
-
-// paramsCandidates orders the peers speaking 0x63: those in prefer first.
-func paramsCandidates(capable, prefer []p2p.ID) []p2p.ID {
-	in := make(map[p2p.ID]bool, len(capable))
-	for _, id := range capable {
-		in[id] = true
-	}
-	out := make([]p2p.ID, 0, len(capable))
-	seen := make(map[p2p.ID]bool, len(capable))
-	for _, id := range prefer {
-		if in[id] && !seen[id] {
-			out = append(out, id)
-			seen[id] = true
-		}
-	}
-	for _, id := range capable {
-		if !seen[id] {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-func removeKey(keys []requestKey, key requestKey) []requestKey {
-	for i, k := range keys {
-		if k == key {
-			return append(keys[:i], keys[i+1:]...)
-		}
-	}
-	return keys
-}
