@@ -366,4 +366,3 @@ func (s *p2pParams) ConsensusParams(ctx context.Context, height int64) (types.Co
 	}
 	return s.p.r.fetchParams(ctx, height, want, prefer)
 }
-
