@@ -34,13 +34,14 @@ var allChannels = []byte{SnapshotChannel, ChunkChannel, LightBlockChannel, Param
 // fakePeer serves a chain, misbehaving on demand.
 type fakePeer struct {
 	chain     *chaingen.Chain
-	base, top int64                  // light blocks served (0: the whole chain)
-	delay     time.Duration          // added to every answer
-	drop      bool                   // never answers light-block requests
-	impostor  *chaingen.Chain        // serves this chain's blocks instead (same chain ID, other hashes)
-	params    *types.ConsensusParams // params served (nil: the chain's)
-	noParams  bool                   // never answers params requests
-	channels  []byte                 // advertised (nil: all four)
+	base, top int64                   // light blocks served (0: the whole chain)
+	delay     time.Duration           // added to every answer
+	drop      bool                    // never answers light-block requests
+	impostor  *chaingen.Chain         // serves this chain's blocks instead (same chain ID, other hashes)
+	params    *types.ConsensusParams  // params served (nil: the chain's)
+	noParams  bool                    // never answers params requests
+	channels  []byte                  // advertised (nil: all four)
+	forge     func(*types.LightBlock) // changes each light block served (a copy)
 }
 
 // fakeNet is the Router of a Reactor under test: requests go to scripted
@@ -194,6 +195,9 @@ func (p *fakePeer) lightBlock(h int64) *ssproto.LightBlockResponse {
 	lb := src.LightBlock(h)
 	if h < base || h > top || lb == nil {
 		return &ssproto.LightBlockResponse{}
+	}
+	if p.forge != nil {
+		p.forge(lb)
 	}
 	pb, err := lb.ToProto()
 	if err != nil {

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,7 +74,9 @@ type lightStateProvider struct {
 	lc            *light.Client
 	store         lightstore.Store
 	trustPeriod   time.Duration
-	providers     []*checkedProvider // primary first, then the witnesses
+	provMtx       sync.Mutex
+	providers     []*checkedProvider // primary first, then the witnesses (provMtx)
+	onFault       func(provider.Provider, error)
 	chainID       string
 	software      string
 	initialHeight int64
@@ -84,6 +86,15 @@ type lightStateProvider struct {
 }
 
 var _ StateProvider = (*lightStateProvider)(nil)
+
+// lightOption tunes a lightStateProvider.
+type lightOption func(*lightStateProvider)
+
+// withFaultHandler makes the provider report each source outvoted or
+// caught contradicting verified data (the P2P provider punishes the peer).
+func withFaultHandler(f func(provider.Provider, error)) lightOption {
+	return func(p *lightStateProvider) { p.onFault = f }
+}
 
 // NewLightClientStateProvider returns a StateProvider on CometBFT's light
 // client fed by any light providers (RPC servers, peers, a custom source):
@@ -125,7 +136,7 @@ func NewLightClientStateProvider(ctx context.Context, chainID string, ver cmtsta
 // concrete type.
 func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Version, initialHeight int64,
 	primary provider.Provider, witnesses []provider.Provider, trust light.TrustOptions, params ParamsSource,
-	verifyTimeout time.Duration, logger log.Logger,
+	verifyTimeout time.Duration, logger log.Logger, opts ...lightOption,
 ) (*lightStateProvider, error) {
 	if err := checkTrustOptions(trust); err != nil {
 		return nil, err
@@ -167,23 +178,14 @@ func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Ver
 		}
 		p.providers = append(p.providers, newCheckedProvider(prov))
 	}
-
-	since := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, verifyTimeout)
-	defer cancel()
-	primaryP, witnessesP := p.lightProviders()
-	lc, err := light.NewClient(cctx, chainID, trust, primaryP, witnessesP, p.store, light.Logger(logger))
-	if err != nil {
-		what := fmt.Sprintf("fetching the trusted header at height %d (statesync.trust_height)", trust.Height)
-		if strings.Contains(err.Error(), "expected header's hash") {
-			return nil, fmt.Errorf("%w: %s: the chain's header does not have the configured hash "+
-				"(statesync.trust_hash %X): %w", ErrVerifyFailed, what, trust.Hash, err)
-		}
-		return nil, p.classify(ctx, since, what, err)
+	for _, o := range opts {
+		o(p)
 	}
-	p.lc = lc
+	if err := p.start(ctx, trust); err != nil {
+		return nil, err
+	}
 
-	root, err := lc.TrustedLightBlock(trust.Height)
+	root, err := p.lc.TrustedLightBlock(trust.Height)
 	if err != nil {
 		return nil, fmt.Errorf("%w: loading the trusted header at height %d: %w", ErrVerifyFailed, trust.Height, err)
 	}
@@ -199,6 +201,82 @@ func newLightStateProvider(ctx context.Context, chainID string, ver cmtstate.Ver
 			"age", age.Round(time.Second), "expires_in", left.Round(time.Second))
 	}
 	return p, nil
+}
+
+// start starts the light client at the trust root. When the providers
+// disagree about the trusted header (one serves another header than the
+// trust hash, or other proposer priorities), the majority rule settles it
+// and the client is started again without the dissenters; without a
+// majority the error says what to change.
+func (p *lightStateProvider) start(ctx context.Context, trust light.TrustOptions) error {
+	what := fmt.Sprintf("fetching the trusted header at height %d (statesync.trust_height)", trust.Height)
+	for attempt := 0; ; attempt++ {
+		since := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, p.timeout)
+		primary, witnesses := p.lightProviders()
+		lc, err := light.NewClient(cctx, p.chainID, trust, primary, witnesses, p.store, light.Logger(p.logger))
+		cancel()
+		if err == nil {
+			p.lc = lc
+			return nil
+		}
+		wrongHash := strings.Contains(err.Error(), "expected header's hash")
+		if attempt == 0 && (wrongHash || isDivergence(err)) {
+			retry, rerr := p.resolve(ctx, trust.Height, trust.Hash, err)
+			if retry {
+				continue
+			}
+			if !wrongHash {
+				return fmt.Errorf("%s: %w: the sources disagree about the trusted header; remove the lying "+
+					"source (statesync.rpc_servers) or add sources so that a majority of three or more can "+
+					"settle it", what, rerr)
+			}
+		}
+		if wrongHash {
+			return fmt.Errorf("%w: %s: the chain's header does not have the configured hash "+
+				"(statesync.trust_hash %X), and no two sources serve one that has: check trust_height and "+
+				"trust_hash, or the sources: %w", ErrVerifyFailed, what, trust.Hash, err)
+		}
+		return p.classify(ctx, since, what, err)
+	}
+}
+
+// currentProviders returns the providers in use, primary first.
+func (p *lightStateProvider) currentProviders() []*checkedProvider {
+	p.provMtx.Lock()
+	defer p.provMtx.Unlock()
+	return slices.Clone(p.providers)
+}
+
+// exclude reports the providers in bad (onFault) and, if at least two
+// others remain, leaves them out from now on, rebuilding the light client
+// without them. It reports whether they were left out.
+func (p *lightStateProvider) exclude(ctx context.Context, bad []*checkedProvider, reason error) bool {
+	for _, prov := range bad {
+		p.logger.Info("Leaving out a light provider that disagrees with the others", "provider", prov,
+			"reason", reason)
+		if p.onFault != nil {
+			p.onFault(prov.inner, reason)
+		}
+	}
+	p.provMtx.Lock()
+	kept := slices.DeleteFunc(slices.Clone(p.providers), func(c *checkedProvider) bool {
+		return slices.Contains(bad, c)
+	})
+	if len(kept) < 2 {
+		p.provMtx.Unlock()
+		return false
+	}
+	p.providers = kept
+	p.provMtx.Unlock()
+	if p.lc == nil {
+		return true // not started yet: start uses the providers left
+	}
+	_ = p.withClient(ctx, func(*light.Client) error {
+		p.rebuildClient()
+		return nil
+	})
+	return true
 }
 
 // checkTrustOptions validates trust, naming the config keys.
@@ -226,11 +304,12 @@ func btoi(b bool) int {
 
 // lightProviders returns the providers as the light client takes them.
 func (p *lightStateProvider) lightProviders() (provider.Provider, []provider.Provider) {
-	witnesses := make([]provider.Provider, 0, len(p.providers)-1)
-	for _, w := range p.providers[1:] {
+	provs := p.currentProviders()
+	witnesses := make([]provider.Provider, 0, len(provs)-1)
+	for _, w := range provs[1:] {
 		witnesses = append(witnesses, w)
 	}
-	return p.providers[0], witnesses
+	return provs[0], witnesses
 }
 
 // withClient runs f with exclusive use of the light client; waiting for it
@@ -249,7 +328,32 @@ func (p *lightStateProvider) withClient(ctx context.Context, f func(lc *light.Cl
 // the verify timeout. The result may be shared with the light client or a
 // provider: callers copy before modifying.
 func (p *lightStateProvider) verify(ctx context.Context, height int64) (*types.LightBlock, error) {
-	since := time.Now()
+	what := fmt.Sprintf("verifying the light block at height %d", height)
+	for attempt := 0; ; attempt++ {
+		since := time.Now()
+		lb, err := p.verifyOnce(ctx, height)
+		if err != nil && attempt == 0 && isDivergence(err) && ctx.Err() == nil {
+			// The providers disagree: a majority may settle it.
+			retry, rerr := p.resolve(ctx, height, nil, err)
+			if retry {
+				continue
+			}
+			return nil, fmt.Errorf("%s: %w", what, rerr)
+		}
+		if err != nil {
+			return nil, p.classify(ctx, since, what, err)
+		}
+		if lb == nil || lb.SignedHeader == nil || lb.ValidatorSet == nil || lb.Height != height {
+			return nil, fmt.Errorf("%w: %s: the light client returned an incomplete light block", ErrVerifyFailed,
+				what)
+		}
+		return lb, nil
+	}
+}
+
+// verifyOnce is one verification by the light client, under the verify
+// timeout.
+func (p *lightStateProvider) verifyOnce(ctx context.Context, height int64) (*types.LightBlock, error) {
 	vctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	var lb *types.LightBlock
@@ -261,14 +365,7 @@ func (p *lightStateProvider) verify(ctx context.Context, height int64) (*types.L
 		}
 		return err
 	})
-	what := fmt.Sprintf("verifying the light block at height %d", height)
-	if err != nil {
-		return nil, p.classify(ctx, since, what, err)
-	}
-	if lb == nil || lb.SignedHeader == nil || lb.ValidatorSet == nil || lb.Height != height {
-		return nil, fmt.Errorf("%w: %s: the light client returned an incomplete light block", ErrVerifyFailed, what)
-	}
-	return lb, nil
+	return lb, err
 }
 
 // rebuildClient gives the light client back every provider, keeping its
@@ -292,7 +389,7 @@ func (p *lightStateProvider) rebuildClient() {
 // the light client reduces them to provider.ErrNoResponse.
 func (p *lightStateProvider) failures(since time.Time) string {
 	var parts []string
-	for _, prov := range p.providers {
+	for _, prov := range p.currentProviders() {
 		if f := prov.lastFailure.Load(); f != nil && !f.at.Before(since) {
 			parts = append(parts, fmt.Sprintf("%s: %v", prov, f.err))
 		}
@@ -318,6 +415,8 @@ func (p *lightStateProvider) classify(ctx context.Context, since time.Time, what
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: %s: timed out after %v%s: %w", ErrProviderTransient, what, p.timeout,
 			p.failures(since), err)
+	case isDivergence(err):
+		return fmt.Errorf("%w: %w: %s: %w", ErrProviderTransient, ErrProvidersDisagree, what, err)
 	case errors.Is(err, light.ErrNoWitnesses), errors.Is(err, light.ErrFailedHeaderCrossReferencing),
 		isTransient(err):
 		return fmt.Errorf("%w: %s%s: %w", ErrProviderTransient, what, p.failures(since), err)
@@ -427,14 +526,14 @@ func (p *lightStateProvider) State(ctx context.Context, height uint64) (sm.State
 	// headers' validator hashes. Proposer priorities are not (the gap
 	// behind GHSA-g5xx-c4hv-9ccc), so they are taken as served and
 	// cross-checked between providers, never recomputed from zero.
+	if err := p.crossCheckPriorities(ctx, blocks[:]); err != nil {
+		return sm.State{}, err
+	}
 	var sets [3]*types.ValidatorSet
 	for i, lb := range blocks {
 		if sets[i], err = derivedValidatorSet(lb); err != nil {
 			return sm.State{}, err
 		}
-	}
-	if err := p.crossCheckPriorities(ctx, blocks[:]); err != nil {
-		return sm.State{}, err
 	}
 
 	params, err := p.consensusParams(ctx, current)
@@ -461,149 +560,6 @@ func (p *lightStateProvider) State(ctx context.Context, height uint64) (sm.State
 		LastResultsHash:                  bytes.Clone(current.LastResultsHash),
 		AppHash:                          bytes.Clone(current.AppHash),
 	}, nil
-}
-
-// checkLinked checks that upper is the block right above lower: it names
-// lower's block ID and carries the validator set lower announced.
-func checkLinked(lower, upper *types.LightBlock) error {
-	if !upper.LastBlockID.Equals(lower.Commit.BlockID) {
-		return fmt.Errorf("%w: header %d names block %v as its parent, the commit of %d is for %v",
-			ErrVerifyFailed, upper.Height, upper.LastBlockID, lower.Height, lower.Commit.BlockID)
-	}
-	if !bytes.Equal(lower.NextValidatorsHash, upper.ValidatorsHash) {
-		return fmt.Errorf("%w: header %d announces next validators %X, header %d has validators %X",
-			ErrVerifyFailed, lower.Height, lower.NextValidatorsHash, upper.Height, upper.ValidatorsHash)
-	}
-	return nil
-}
-
-// derivedValidatorSet returns a copy of lb's validator set rebuilt the way
-// CometBFT builds one from served validators
-// (types.ValidatorSetFromExistingValidators: priorities kept, canonical
-// order, total power recomputed), checked against the verified header,
-// with its proposer taken from the header.
-func derivedValidatorSet(lb *types.LightBlock) (*types.ValidatorSet, error) {
-	vals := make([]*types.Validator, 0, len(lb.ValidatorSet.Validators))
-	for _, v := range lb.ValidatorSet.Validators {
-		vals = append(vals, v.Copy())
-	}
-	set, err := types.ValidatorSetFromExistingValidators(vals)
-	if err != nil {
-		return nil, fmt.Errorf("%w: validator set at height %d: %w", ErrVerifyFailed, lb.Height, err)
-	}
-	if !bytes.Equal(set.Hash(), lb.ValidatorsHash) {
-		return nil, fmt.Errorf("%w: validator set at height %d hashes to %X, the header commits to %X",
-			ErrVerifyFailed, lb.Height, set.Hash(), lb.ValidatorsHash)
-	}
-	if err := checkPriorities(set); err != nil {
-		return nil, fmt.Errorf("%w: validator set at height %d: %w", ErrVerifyFailed, lb.Height, err)
-	}
-	// The proposer of round 0 is what consensus takes from the set; for a
-	// block committed in round 0 it is the header's proposer, which the
-	// commit signs. (Served sets carry no proposer, or an unverified one.)
-	_, proposer := set.GetByAddressMut(lb.ProposerAddress)
-	if proposer == nil {
-		return nil, fmt.Errorf("%w: the proposer %X of height %d is not in its validator set",
-			ErrVerifyFailed, lb.ProposerAddress, lb.Height)
-	}
-	if lb.Commit.Round == 0 {
-		set.Proposer = proposer
-	}
-	return set, nil
-}
-
-// checkPriorities checks what CometBFT's proposer selection keeps true of
-// every validator set it stores: after each update the priorities are
-// shifted to average zero, and increments preserve their sum. A set whose
-// priorities are far from centred was not produced by CometBFT.
-func checkPriorities(set *types.ValidatorSet) error {
-	if set.IsNilOrEmpty() {
-		return errors.New("empty validator set")
-	}
-	sum := new(big.Int)
-	for _, v := range set.Validators {
-		sum.Add(sum, big.NewInt(v.ProposerPriority))
-	}
-	avg := new(big.Int).Quo(sum, big.NewInt(int64(len(set.Validators))))
-	if avg.CmpAbs(big.NewInt(1)) > 0 {
-		return fmt.Errorf("proposer priorities average %v, CometBFT keeps them centred on 0", avg)
-	}
-	return nil
-}
-
-// crossCheckPriorities asks every provider for the light blocks at the
-// heights of blocks and compares the proposer priorities of those serving
-// the same header: they must all agree, and at least two providers must
-// serve each header. The light client does this when it verifies a header
-// against its witnesses, but not for headers verified backwards or
-// verified earlier, so it is repeated here for the sets State installs.
-func (p *lightStateProvider) crossCheckPriorities(ctx context.Context, blocks []*types.LightBlock) error {
-	type answer struct {
-		prov *checkedProvider
-		want *types.LightBlock
-		lb   *types.LightBlock
-		err  error
-	}
-	cctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	answers := make(chan answer, len(p.providers)*len(blocks))
-	var wg sync.WaitGroup
-	for _, prov := range p.providers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, want := range blocks {
-				lb, err := prov.inner.LightBlock(cctx, want.Height)
-				answers <- answer{prov: prov, want: want, lb: lb, err: err}
-			}
-		}()
-	}
-	wg.Wait()
-	close(answers)
-
-	confirmed := make(map[int64]int, len(blocks))
-	missing := make(map[int64]bool, len(blocks)) // a provider does not have the height (yet)
-	var problems []string
-	for a := range answers {
-		switch {
-		case a.err != nil:
-			problems = append(problems, fmt.Sprintf("%s at %d: %v", a.prov, a.want.Height, a.err))
-			if errors.Is(a.err, provider.ErrHeightTooHigh) || errors.Is(a.err, provider.ErrLightBlockNotFound) {
-				missing[a.want.Height] = true
-			}
-		case a.lb == nil || a.lb.SignedHeader == nil || a.lb.Header == nil || a.lb.ValidatorSet == nil:
-			problems = append(problems, fmt.Sprintf("%s at %d: incomplete light block", a.prov, a.want.Height))
-		case !bytes.Equal(a.lb.Hash(), a.want.Hash()):
-			p.logger.Error("Provider serves a header that conflicts with the verified one", "provider", a.prov,
-				"height", a.want.Height, "hash", a.lb.Hash(), "verified", a.want.Hash())
-			problems = append(problems, fmt.Sprintf("%s at %d: conflicting header %X", a.prov, a.want.Height,
-				a.lb.Hash()))
-		case !bytes.Equal(a.lb.ValidatorSet.Hash(), a.want.ValidatorsHash):
-			problems = append(problems, fmt.Sprintf("%s at %d: validator set does not match its header",
-				a.prov, a.want.Height))
-		case !bytes.Equal(a.lb.ValidatorSet.ProposerPriorityHash(), a.want.ValidatorSet.ProposerPriorityHash()):
-			return fmt.Errorf("%w: %s serves validator set proposer priorities at height %d that differ "+
-				"from another provider's (%X, %X): refusing to install either", ErrVerifyFailed, a.prov,
-				a.want.Height, a.lb.ValidatorSet.ProposerPriorityHash(), a.want.ValidatorSet.ProposerPriorityHash())
-		default:
-			confirmed[a.want.Height]++
-		}
-	}
-	for _, b := range blocks {
-		if n := confirmed[b.Height]; n < 2 {
-			kind := ErrProviderTransient
-			if missing[b.Height] {
-				kind = ErrHeightNotAvailable
-			}
-			err := fmt.Errorf("%w: the validator set at height %d was confirmed by %d provider(s), 2 are "+
-				"needed to cross-check proposer priorities (%s)", kind, b.Height, n, strings.Join(problems, "; "))
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: %w", err, context.Cause(ctx))
-			}
-			return err
-		}
-	}
-	return nil
 }
 
 // checkedProvider adapts a provider's errors to what light.Client expects.

@@ -213,7 +213,7 @@ func (p *p2pStateProvider) build(ctx context.Context, avoid map[p2p.ID]bool) err
 		}
 		var inner *lightStateProvider
 		inner, err = newLightStateProvider(ctx, p.chainID, p.version, p.initialHeight, providers[0], providers[1:],
-			p.trust, &p2pParams{p: p}, p.verifyTimeout, p.logger)
+			p.trust, &p2pParams{p: p}, p.verifyTimeout, p.logger, withFaultHandler(p.punish))
 		if err == nil {
 			p.inner, p.used = inner, chosen
 			p.logger.Info("Light client started on peers", "primary", chosen[0], "witnesses", len(chosen)-1)
@@ -227,6 +227,14 @@ func (p *p2pStateProvider) build(ctx context.Context, avoid map[p2p.ID]bool) err
 		avoid[chosen[0]] = true
 	}
 	return err
+}
+
+// punish disconnects the peer behind a light provider that was outvoted
+// or contradicted verified data.
+func (p *p2pStateProvider) punish(prov provider.Provider, reason error) {
+	if bp, ok := prov.(*BlockProvider); ok {
+		p.r.punish(bp.peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, reason))
+	}
 }
 
 // chooseProviders picks up to n distinct peers in random order, those in

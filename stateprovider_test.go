@@ -210,7 +210,8 @@ func TestLightStateProviderForgedPriorities(t *testing.T) {
 		sp, err := newLightProvider(t, c, primary, witness, primary, 30, 5*time.Second)
 		require.NoError(t, err)
 		_, err = sp.State(ctx, 20)
-		require.ErrorIs(t, err, ErrVerifyFailed)
+		require.ErrorIs(t, err, ErrProviderTransient, "a provider's fault is not the snapshot's")
+		require.ErrorIs(t, err, ErrProvidersDisagree)
 		require.ErrorContains(t, err, "proposer priorities at height 20")
 	})
 	t.Run("primary forges after the headers were verified", func(t *testing.T) {
@@ -227,7 +228,8 @@ func TestLightStateProviderForgedPriorities(t *testing.T) {
 			return lb
 		})
 		_, err = sp.State(ctx, 20)
-		require.ErrorIs(t, err, ErrVerifyFailed)
+		require.ErrorIs(t, err, ErrProviderTransient)
+		require.ErrorIs(t, err, ErrProvidersDisagree)
 		require.ErrorContains(t, err, "refusing to install either")
 	})
 	t.Run("both providers serve uncentred priorities", func(t *testing.T) {
@@ -495,7 +497,8 @@ func TestClassifyLightClientErrors(t *testing.T) {
 		{cancelled, errors.New("anything"), ErrProviderTransient},
 		{live, light.ErrVerificationFailed{From: 1, To: 5, Reason: light.ErrInvalidHeader{Reason: errors.New("x")}}, ErrVerifyFailed},
 		{live, light.ErrLightClientAttack, ErrVerifyFailed},
-		{live, light.ErrProposerPrioritiesDiverge{}, ErrVerifyFailed},
+		{live, light.ErrProposerPrioritiesDiverge{}, ErrProvidersDisagree},
+		{live, light.ErrConflictingHeaders{}, ErrProvidersDisagree},
 		{live, provider.ErrBadLightBlock{Reason: errors.New("x")}, ErrVerifyFailed},
 	} {
 		got := p.classify(tc.ctx, time.Now(), "verifying", tc.err)
