@@ -139,6 +139,8 @@ type backfiller struct {
 	started time.Time
 	total   int64
 
+	verifier backfillVerifier
+
 	// the hash chain: what the block at the cursor must be
 	wantID         types.BlockID
 	wantCommitHash []byte // nil for the top block
@@ -196,6 +198,7 @@ func (r *Reactor) backfill(ctx context.Context, state sm.State, set backfillSett
 	})
 	b.sink = make(chan response, backfillMaxInflight)
 	b.wantID = state.LastBlockID
+	b.verifier = backfillVerifier{chainID: state.ChainID, topVals: state.LastValidators}
 	b.lastFlush = time.Now()
 
 	r.metrics.SetBackfillTotal(b.total)
@@ -364,13 +367,24 @@ func (b *backfiller) verifyReady() error {
 		if !ok {
 			return nil
 		}
-		vals, err := b.verify(fb.lb)
+		vals, liars, err := b.verifier.check(blockCheck{height: b.q.verifyAt, wantID: b.wantID,
+			wantCommitHash: b.wantCommitHash}, fb.lb, fb.peer)
+		if errors.Is(err, errSecondOpinion) {
+			peer, h := b.q.recheck(err)
+			b.r.logger.Debug("Backfill: asking another peer to confirm a validator set", "peer", peer, "height", h)
+			continue
+		}
 		if err != nil {
 			peer, h := b.q.reject(err)
 			b.r.logger.Info("Backfill: peer served a bad block; fetching it elsewhere", "peer", peer, "height", h,
 				"err", err)
 			b.r.punish(peer, fmt.Errorf("%w: %w: backfill block %d: %w", ErrPeerMisbehaved, ErrVerifyFailed, h, err))
 			continue
+		}
+		for _, liar := range liars {
+			b.q.bench(liar)
+			b.r.punish(liar, fmt.Errorf("%w: %w: backfill block %d: served a validator set other peers contradict",
+				ErrPeerMisbehaved, ErrVerifyFailed, fb.lb.Height))
 		}
 		if err := b.save(fb.lb, vals); err != nil {
 			return err
@@ -383,43 +397,6 @@ func (b *backfiller) verifyReady() error {
 		b.r.metrics.BlockBackfilled()
 		b.q.accept(lb.Time)
 	}
-}
-
-// verify checks lb against the hash chain and returns the validator set to
-// store for its height.
-func (b *backfiller) verify(lb *types.LightBlock) (*types.ValidatorSet, error) {
-	h := b.q.verifyAt
-	switch {
-	case lb.Height != h:
-		return nil, fmt.Errorf("height %d, want %d", lb.Height, h)
-	case lb.ChainID != b.state.ChainID:
-		return nil, fmt.Errorf("chain %q, want %q", lb.ChainID, b.state.ChainID)
-	}
-	if got := lb.Hash(); !bytes.Equal(got, b.wantID.Hash) {
-		return nil, fmt.Errorf("block hash %X, the verified chain says %X", got, b.wantID.Hash)
-	}
-	if !lb.Commit.BlockID.Equals(b.wantID) {
-		return nil, fmt.Errorf("commit for block %v, want %v", lb.Commit.BlockID, b.wantID)
-	}
-	// The dispatcher delivers only light blocks that passed ValidateBasic:
-	// the validator set hashes to the header's ValidatorsHash, the commit
-	// is for the header's hash.
-	vals := lb.ValidatorSet
-	if b.wantCommitHash != nil {
-		if got := lb.Commit.Hash(); !bytes.Equal(got, b.wantCommitHash) {
-			return nil, fmt.Errorf("commit hash %X, the header above says %X", got, b.wantCommitHash)
-		}
-	} else {
-		// The top block: no header we have commits to its commit; verify
-		// the signatures. Its validator set is the state's.
-		if err := vals.VerifyCommitLight(b.state.ChainID, b.wantID, h, lb.Commit); err != nil {
-			return nil, fmt.Errorf("commit of the top block: %w", err)
-		}
-		if lv := b.state.LastValidators; !lv.IsNilOrEmpty() && bytes.Equal(lv.Hash(), lb.ValidatorsHash) {
-			vals = lv
-		}
-	}
-	return vals, nil
 }
 
 // save stores a verified block and extends (or closes) the open

@@ -411,7 +411,8 @@ func TestBackfillStopsByHeightAndTime(t *testing.T) {
 // TestBackfillMisbehavingPeers: peers that never answer, that have
 // nothing, and that serve blocks of another chain (wrong hashes). The
 // liar is punished, the others are not; the backfill completes from the
-// one good peer.
+// good peers (two: the validator-set change at 40 needs a second peer to
+// confirm the set below it).
 func TestBackfillMisbehavingPeers(t *testing.T) {
 	chain := testChain(t, chaingen.Options{ChainID: "chain", Height: 90, ValSetChanges: map[int64]int{40: 6}})
 	impostor := testChain(t, chaingen.Options{ChainID: "chain", Height: 90,
@@ -421,6 +422,7 @@ func TestBackfillMisbehavingPeers(t *testing.T) {
 	n.net.add("empty", &fakePeer{chain: chain, base: 1000})
 	n.net.add("liar", &fakePeer{chain: chain, impostor: impostor})
 	n.net.add("good", &fakePeer{chain: chain, delay: 2 * time.Millisecond})
+	n.net.add("good2", &fakePeer{chain: chain, delay: 2 * time.Millisecond})
 
 	res, err := n.r.Backfill(backfillCtx(t), chain.State(80))
 	require.NoError(t, err)

@@ -445,6 +445,18 @@ func (q *blockQueue) reject(err error) (p2p.ID, int64) {
 	return b.peer, h
 }
 
+// recheck discards the block at the cursor, which checked out but must be
+// confirmed by another peer: the height is fetched again, preferably from
+// another peer. Its peer is not benched; the attempt counts (bounded by
+// limits.maxAttempts, so a height only one peer serves cannot loop).
+func (q *blockQueue) recheck(err error) (p2p.ID, int64) {
+	h := q.verifyAt
+	b := q.fetched[h]
+	q.discard(h)
+	q.failed(b.peer, h, err)
+	return b.peer, h
+}
+
 // stalledAt reports the height nobody is fetching although it is needed:
 // nothing in flight, nothing to verify, and no usable peer serves the
 // cursor height.
