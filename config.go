@@ -127,6 +127,14 @@ type Config struct {
 	// serve_queue_per_peer (128 by default), so a larger window only helps
 	// against peers configured to queue more.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
+
+	// LightPeersTimeout (light_peers_timeout, default 10s; 0 means the
+	// default): with UseP2P, how long Sync waits, once peers are connected,
+	// for two of them to serve light blocks and consensus params (channels
+	// 0x62 and 0x63, which stock CometBFT nodes do not serve) before it
+	// fails with ErrNotEnoughPeers. While no peer is connected at all it
+	// waits up to DiscoveryTimeout.
+	LightPeersTimeout time.Duration `mapstructure:"light_peers_timeout" toml:"light_peers_timeout"`
 }
 
 // Defaults, as documented on the Config fields.
@@ -144,6 +152,7 @@ const (
 	DefaultServePerPeer        = 2
 	DefaultServeQueuePerPeer   = 128
 	DefaultBackfillWindow      = 128
+	DefaultLightPeersTimeout   = 10 * time.Second
 
 	// maxChunkWindow bounds ChunkWindow (chunks in flight per peer hold up
 	// to MaxChunkSize each); maxBackfillWindow bounds BackfillWindow.
@@ -317,4 +326,12 @@ func (c Config) lightBlockTimeout() time.Duration {
 		return DefaultLightBlockTimeout
 	}
 	return c.LightBlockTimeout
+}
+
+// lightPeersTimeout is LightPeersTimeout with its default.
+func (c Config) lightPeersTimeout() time.Duration {
+	if c.LightPeersTimeout <= 0 {
+		return DefaultLightPeersTimeout
+	}
+	return c.LightPeersTimeout
 }

@@ -232,6 +232,14 @@ func (p *lightStateProvider) start(ctx context.Context, trust light.TrustOptions
 					"settle it", what, rerr)
 			}
 		}
+		if errors.Is(err, provider.ErrLightBlockNotFound) || errors.Is(err, provider.ErrHeightTooHigh) ||
+			errors.Is(err, light.ErrNoWitnesses) {
+			if above, ok := p.prunedBelow(ctx, trust.Height); ok {
+				return fmt.Errorf("%w: %s: the sources have pruned it: height %d is below the lowest height "+
+					"they store (height %d exists), and will never be available from them: choose a recent "+
+					"statesync.trust_height and trust_hash: %w", ErrInvalidConfig, what, trust.Height, above, err)
+			}
+		}
 		if wrongHash {
 			return fmt.Errorf("%w: %s: the chain's header does not have the configured hash "+
 				"(statesync.trust_hash %X), and no two sources serve one that has: check trust_height and "+
@@ -239,6 +247,32 @@ func (p *lightStateProvider) start(ctx context.Context, trust light.TrustOptions
 		}
 		return p.classify(ctx, since, what, err)
 	}
+}
+
+// prunedBelow probes the sources for a block above height, which none of
+// them had: finding one means height was pruned (not "not yet
+// available"). It asks each source for its latest block (RPC servers
+// answer height 0) and then for height+2^k, k = 0..40 (peers cannot be
+// asked for their latest), within the verify timeout.
+func (p *lightStateProvider) prunedBelow(ctx context.Context, height int64) (int64, bool) {
+	pctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	for _, prov := range p.currentProviders() {
+		if lb, err := prov.inner.LightBlock(pctx, 0); err == nil && lb != nil && lb.Height > height {
+			return lb.Height, true
+		}
+		for k := 0; k <= 40 && pctx.Err() == nil; k++ {
+			h := height + int64(1)<<k
+			lb, err := prov.inner.LightBlock(pctx, h)
+			if err == nil && lb != nil {
+				return h, true
+			}
+			if errors.Is(err, provider.ErrHeightTooHigh) {
+				break
+			}
+		}
+	}
+	return 0, false
 }
 
 // currentProviders returns the providers in use, primary first.

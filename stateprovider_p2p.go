@@ -171,26 +171,50 @@ func newP2PStateProvider(ctx context.Context, r *Reactor, trust light.TrustOptio
 }
 
 // waitForPeers returns the peers speaking 0x62 and 0x63 once there are at
-// least two.
+// least two. It fails fast (Config.LightPeersTimeout after the first peer
+// connected) when connected peers show that too few serve them: stock
+// CometBFT nodes do not, and waiting for the whole discovery bound would
+// only delay the same error.
 func (p *p2pStateProvider) waitForPeers(ctx context.Context) ([]p2p.ID, error) {
 	life := p.r.lifetime()
 	if life == nil {
 		return nil, fmt.Errorf("%w: the Reactor is not running", ErrStopped)
 	}
+	var (
+		fast   *time.Timer
+		fastC  <-chan time.Time
+		bound  = p.r.cfg.lightPeersTimeout()
+		notice = func(connected, capable int, why string) error {
+			return fmt.Errorf("%w: verifying snapshots over P2P (statesync.use_p2p) needs at least 2 connected "+
+				"peers serving light blocks and consensus params (channels 0x62, 0x63); %d of %d connected "+
+				"peers serve them %s (stock CometBFT nodes do not): connect to peers running this state "+
+				"sync, or verify with statesync.rpc_servers instead", ErrNotEnoughPeers, capable, connected, why)
+		}
+	)
+	defer func() {
+		if fast != nil {
+			fast.Stop()
+		}
+	}()
 	for {
 		changed := p.r.peers.changed()
 		peers := p.r.peers.capable(LightBlockChannel, ParamsChannel)
 		if len(peers) >= 2 {
 			return peers, nil
 		}
+		if fast == nil && p.r.peers.len() > 0 {
+			fast = time.NewTimer(bound)
+			fastC = fast.C
+		}
 		select {
 		case <-changed:
+		case <-fastC:
+			return nil, notice(p.r.peers.len(), len(peers), fmt.Sprintf("after %v (statesync.light_peers_timeout)",
+				bound))
 		case <-life.Done():
 			return nil, ErrStopped
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: verifying snapshots over P2P (statesync.use_p2p) needs at least 2 "+
-				"connected peers serving light blocks and consensus params (channels 0x62, 0x63); %d after "+
-				"waiting: %w", ErrNotEnoughPeers, len(peers), context.Cause(ctx))
+			return nil, fmt.Errorf("%w: %w", notice(p.r.peers.len(), len(peers), "after waiting"), context.Cause(ctx))
 		}
 	}
 }
