@@ -493,13 +493,21 @@ func (s *syncer) waitUntil(ctx context.Context, t time.Time) error {
 	return nil
 }
 
-// classifyProvider turns a state-provider error into a decision.
+// classifyProvider turns a state-provider error into a decision. Only an
+// error that says the snapshot itself cannot be verified rejects it;
+// unavailable, lagging or disagreeing sources defer it.
 func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error {
 	switch {
 	case errors.Is(err, ErrTrustExpired):
 		return err // no snapshot can be verified: terminal
 	case errors.Is(err, ErrHeightNotAvailable):
 		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
+		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
+	case errors.Is(err, ErrProvidersDisagree):
+		// A provider fault, not a snapshot fault: the liars are left out
+		// (and punished over P2P) when a majority exists; else wait.
+		s.r.logger.Info("Verification sources disagree; keeping the snapshot", "height", snap.Height, "err", err)
 		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
