@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test lint vet fmt proto bench bench-go fuzz
+.PHONY: all demo test lint vet fmt proto bench bench-go fuzz reliability-attacks
 
 all: lint test
 
@@ -38,8 +38,17 @@ bench:
 bench-go:
 	$(GO) test -run '^$$' -bench 'BenchmarkRestore|BenchmarkCompare|BenchmarkBackfill|BenchmarkRestoreMemory' -benchtime 1x -timeout 60m . $(BENCHFLAGS)
 
-## fuzz: fuzz the wire decoder and validators for a while
+## fuzz: fuzz the wire decoder and validators, the syncer's inbox and pool,
+## the block queue, the dispatcher, backfill verification and the params
+## quorum, each for FUZZTIME (default 20s; e.g. FUZZTIME=10m, or 10000000x
+## for a number of executions). Seeds: testdata/fuzz and proto/testdata/fuzz.
+FUZZTIME ?= 20s
+FUZZ_TARGETS ?= FuzzSyncerInbox FuzzBlockQueue FuzzDispatcher FuzzBackfillVerify FuzzParamsQuorum
 fuzz:
-	$(GO) test ./proto -run '^$$' -fuzz FuzzDecodeValidate -fuzztime 60s
+	$(GO) test ./proto -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t"; \
+		$(GO) test . -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
+	done
 
 -include Makefile.proto

@@ -58,6 +58,7 @@ func decideParams(height int64, want []byte, votes []paramsVote, need int) (type
 		agreed    *types.ConsensusParams
 		agreedEnc []byte
 		agree     int
+		dissent   *paramsVote // the first valid vote differing from agreed
 	)
 	for i, v := range votes {
 		if v.err != nil {
@@ -88,11 +89,18 @@ func decideParams(height int64, want []byte, votes []paramsVote, need int) (type
 			continue
 		}
 		if !bytes.Equal(enc, agreedEnc) {
-			return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %w: consensus params at height %d: sources "+
-				"disagree on fields the header's params hash does not cover (%v vs %v from %s): refusing "+
-				"to install either", ErrProviderTransient, ErrProvidersDisagree, height, *agreed, v.params, v.source)
+			if dissent == nil {
+				dissent = &votes[i]
+			}
+			continue
 		}
 		agree++
+	}
+	if dissent != nil {
+		return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %w: consensus params at height %d: sources "+
+			"disagree on fields the header's params hash does not cover (%v vs %v from %s): refusing "+
+			"to install either", ErrProviderTransient, ErrProvidersDisagree, height, *agreed, dissent.params,
+			dissent.source)
 	}
 	what := fmt.Sprintf("consensus params at height %d", height)
 	switch {
