@@ -51,4 +51,14 @@ fuzz:
 		$(GO) test . -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
 	done
 
+## reliability-attacks: every attacker scenario (withholder, pinger, snapshot
+## flooder, churner, forger, provider liars, params forger, backfill priority
+## forger, slow reader, request flooder) against honest peers alone and with
+## the attacker; prints RELIABILITY.md's markdown table on stdout (test logs
+## on stderr). The same scenarios run bounded in make test.
+reliability-attacks:
+	@out=$$(mktemp); \
+	$(GO) test -count=1 -timeout 30m -run '^TestReliabilityAttacks$$' . -args -reliability -reliability.out $$out >&2 \
+		&& cat $$out; status=$$?; rm -f $$out; exit $$status
+
 -include Makefile.proto
