@@ -338,7 +338,12 @@ func flood(t *testing.T, tn *testNet, first, n int) {
 // the whole Sync (up to cycles times).
 func churn(t *testing.T, attack bool, cycles int) attackOutcome {
 	o := baseOpts()
-	o.cfg = func(c *Config) { c.DiscoveryTime = time.Second }
+	// Discovery lasts long enough for the churn to happen during the Sync
+	// (the same for the honest run, so the times compare).
+	o.cfg = func(c *Config) {
+		c.DiscoveryTime = time.Duration(scale(1, 20)) * time.Second
+		c.DiscoveryTimeout = 2 * c.DiscoveryTime
+	}
 	tn := newTestNet(t, o)
 	var churner *p2ptest.Node
 	var served chan struct{}
