@@ -44,8 +44,8 @@ var (
 
 const (
 	// defaultRequestTimeout bounds a request made through the blocking
-	// LightBlock and Params calls.
-	defaultRequestTimeout = 10 * time.Second
+	// LightBlock and Params calls: the light-block timeout's default.
+	defaultRequestTimeout = DefaultLightBlockTimeout
 	// recentPerPeer is how many ended requests per peer are remembered, to
 	// tell a late response from an unsolicited one (for logs and metrics).
 	recentPerPeer = 64

@@ -59,8 +59,19 @@ func FuzzSyncerInbox(f *testing.F) {
 		}()
 		connected := map[p2p.ID]bool{}
 		asked := map[p2p.ID]bool{}
+		// An honest peer, asked at the start, answers at a point the
+		// input chooses: whatever the others do, its advertisement must
+		// reach the pool (progress).
+		n.net.add("honest", &fakePeer{})
+		s.requestSnapshots("honest")
+		asked["honest"] = true
+		honestAd := &ssproto.SnapshotsResponse{Height: 500, Format: 1, Chunks: 3, Hash: []byte("honest")}
 		r := &opReader{prog}
+		answerAt := int(r.byte())
 		for steps := 0; r.more() && steps < 200; steps++ {
+			if steps == answerAt {
+				n.r.Deliver("honest", SnapshotChannel, honestAd)
+			}
 			op, id := r.byte()%7, peers[r.byte()%4]
 			switch op {
 			case 0:
@@ -87,14 +98,24 @@ func FuzzSyncerInbox(f *testing.F) {
 						asked[id] = true
 					}
 				}
-			case 6:
-				if snap := s.pool.best(time.Now()); snap != nil {
-					s.pool.reject(snap, ErrRejectSnapshot)
+			case 6: // the app rejects the best snapshot, if an attacker's
+				for _, snap := range s.pool.ranked(time.Now()) {
+					if !s.pool.advertises("honest", snap) {
+						s.pool.reject(snap, ErrRejectSnapshot)
+						break
+					}
 				}
 			}
 			checkInbox(t, s, n, asked, op == 5)
 		}
+		if answerAt >= 200 || !r.more() {
+			n.r.Deliver("honest", SnapshotChannel, honestAd)
+		}
 		s.handleInbox(nil, nil)
+		if !s.pool.advertises("honest", newSnapshot(honestAd)) {
+			t.Fatal("the honest peer's advertisement did not reach the pool")
+		}
+		n.net.remove("honest")
 		for id := range connected {
 			n.net.remove(id)
 		}
