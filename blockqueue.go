@@ -73,6 +73,12 @@ func (p *queuePeer) serves(h int64) bool {
 // Every height from top down to the cursor is, at any time, in exactly one
 // of: verified, fetched, in flight, waiting for a retry, or not yet handed
 // out.
+//
+// What a peer can make it hold: fetched blocks only within limits.maxAhead
+// heights of the cursor and limits.maxBytes bytes (a block beyond the
+// budget is dropped and fetched again later); requests only within its
+// window. A peer serving bad blocks is benched; one that does not answer
+// loses its window and then is benched.
 type blockQueue struct {
 	lim        queueLimits
 	top        int64

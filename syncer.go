@@ -205,6 +205,12 @@ type restoreTarget struct {
 // hands it messages: snapshot advertisements and peer events through a
 // mutex-guarded inbox that never blocks, chunks through a small channel
 // whose backpressure bounds memory.
+//
+// What a peer can make the inbox hold: advertisements only up to its
+// credit (maxSnapshotCredit, granted by asking it), checked at enqueue
+// under the inbox lock; more than snapshotSlack beyond it gets the peer
+// punished, and a departing peer's queued advertisements are dropped with
+// it. The pool's own budgets are on snapshotPool.
 type syncer struct {
 	r        *Reactor
 	cfg      Config
