@@ -235,63 +235,23 @@ const (
 // ErrProvidersDisagree (returned at once); ctx ending wraps
 // provider.ErrNoResponse and ctx.Err().
 func (r *Reactor) fetchParams(ctx context.Context, height int64, want []byte, prefer []p2p.ID) (types.ConsensusParams, error) {
-	timeout := r.cfg.lightBlockTimeout()
-	sink := make(chan response, maxParamsPeers)
-	var outstanding []requestKey
-	defer func() {
-		for _, key := range outstanding {
-			r.dispatcher.cancel(key)
-		}
-	}()
-	voted := make(map[p2p.ID]bool)
-	var votes []paramsVote
-	var lastErr error
+	pp := &paramsPoll{r: r, height: height, want: want, prefer: prefer, timeout: r.cfg.lightBlockTimeout(),
+		sink: make(chan response, maxParamsPeers), voted: make(map[p2p.ID]bool)}
 	for round := 0; ; round++ {
 		changed := r.peers.changed()
-		var ask []p2p.ID // those that have not answered yet (silent ones are asked again)
-		for _, id := range paramsCandidates(r.peers.capable(ParamsChannel), prefer) {
-			if !voted[id] {
-				ask = append(ask, id)
-			}
+		if err := pp.round(ctx); err != nil {
+			return types.ConsensusParams{}, paramsErr(height, err, pp.lastErr)
 		}
-		outstanding = outstanding[:0]
-		for _, id := range ask[:min(maxParamsPeers, len(ask))] {
-			key := requestKey{peer: id, kind: kindParams, height: height}
-			if err := r.dispatcher.start(key, timeout, sink); err != nil {
-				lastErr = err
-				continue
-			}
-			outstanding = append(outstanding, key)
-		}
-		for len(outstanding) > 0 {
-			select {
-			case resp := <-sink:
-				outstanding = removeKey(outstanding, resp.key)
-				if resp.err != nil {
-					lastErr = resp.err
-					continue
-				}
-				voted[resp.key.peer] = true
-				votes = append(votes, paramsVote{source: "peer " + string(resp.key.peer), params: resp.params})
-				if want != nil && !bytes.Equal(resp.params.Hash(), want) {
-					err := fmt.Errorf("%w: peer %s sent consensus params hashing to %X, header %d commits to %X",
-						ErrVerifyFailed, resp.key.peer, resp.params.Hash(), height, want)
-					r.punish(resp.key.peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, err))
-				}
-			case <-ctx.Done():
-				return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
-			}
-		}
-		params, _, err := decideParams(height, want, votes, paramsQuorum)
+		params, _, err := decideParams(height, want, pp.votes, paramsQuorum)
 		if err == nil {
 			return params, nil
 		}
-		if errors.Is(err, ErrProvidersDisagree) && countValid(votes, want) > 1 {
+		if errors.Is(err, ErrProvidersDisagree) && countValid(pp.votes, want) > 1 {
 			r.logger.Info("Peers disagree on consensus params the header does not commit to",
-				"height", height, "peers", len(votes))
+				"height", height, "peers", len(pp.votes))
 			return types.ConsensusParams{}, err
 		}
-		lastErr = err
+		pp.lastErr = err
 		backoff := min(paramsMaxBackoff, paramsBackoff<<min(round, 16))
 		backoff = backoff/2 + rand.N(backoff/2+1)
 		t := time.NewTimer(backoff)
@@ -301,8 +261,74 @@ func (r *Reactor) fetchParams(ctx context.Context, height int64, want []byte, pr
 			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
-			return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
+			return types.ConsensusParams{}, paramsErr(height, ctx.Err(), pp.lastErr)
 		}
+	}
+}
+
+// paramsPoll is one fetchParams: the votes gathered so far.
+type paramsPoll struct {
+	r       *Reactor
+	height  int64
+	want    []byte
+	prefer  []p2p.ID
+	timeout time.Duration
+	sink    chan response // room for one round's requests
+	voted   map[p2p.ID]bool
+	votes   []paramsVote
+	lastErr error
+}
+
+// round asks every peer speaking 0x63 that has not answered yet (up to
+// maxParamsPeers) and waits until each answered or timed out. It returns
+// ctx.Err() if ctx ended first (its requests are then cancelled).
+func (pp *paramsPoll) round(ctx context.Context) error {
+	var outstanding []requestKey
+	defer func() {
+		for _, key := range outstanding {
+			pp.r.dispatcher.cancel(key)
+		}
+	}()
+	var ask []p2p.ID // silent peers are asked again
+	for _, id := range paramsCandidates(pp.r.peers.capable(ParamsChannel), pp.prefer) {
+		if !pp.voted[id] {
+			ask = append(ask, id)
+		}
+	}
+	for _, id := range ask[:min(maxParamsPeers, len(ask))] {
+		key := requestKey{peer: id, kind: kindParams, height: pp.height}
+		if err := pp.r.dispatcher.start(key, pp.timeout, pp.sink); err != nil {
+			pp.lastErr = err
+			continue
+		}
+		outstanding = append(outstanding, key)
+	}
+	for len(outstanding) > 0 {
+		select {
+		case resp := <-pp.sink:
+			outstanding = removeKey(outstanding, resp.key)
+			pp.take(resp)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// take records one outcome; a peer whose params contradict the verified
+// header is punished (its vote is then left out by decideParams).
+func (pp *paramsPoll) take(resp response) {
+	if resp.err != nil {
+		pp.lastErr = resp.err
+		return
+	}
+	peer := resp.key.peer
+	pp.voted[peer] = true
+	pp.votes = append(pp.votes, paramsVote{source: "peer " + string(peer), params: resp.params})
+	if got := resp.params.Hash(); pp.want != nil && !bytes.Equal(got, pp.want) {
+		err := fmt.Errorf("%w: peer %s sent consensus params hashing to %X, header %d commits to %X",
+			ErrVerifyFailed, peer, got, pp.height, pp.want)
+		pp.r.punish(peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, err))
 	}
 }
 
