@@ -300,7 +300,7 @@ func attackScenarios() []attackScenario {
 			run: backfillForger},
 		{kind: "slow reader (never reads chunks it asks for)", owner: "serve", punishable: false, mustComplete: true,
 			run: func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, true) }},
-		{kind: "request flooder", owner: "serve", punishable: false, mustComplete: true,
+		{kind: "request flooder", owner: "serve", punishable: true, mustComplete: true,
 			run: func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, false) }},
 	}
 }
@@ -493,6 +493,7 @@ func serveAttack(t *testing.T, attack, slow bool) attackOutcome {
 	tn := newTestNet(t, o)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var attackers []*p2ptest.Node
 	if attack {
 		snap := tn.source.Snapshot(uint64(tn.height))
 		cfg := p2ptest.Config(0)
@@ -502,6 +503,7 @@ func serveAttack(t *testing.T, attack, slow bool) attackOutcome {
 		for a := range 4 {
 			r := newServingReactor(t, tn, newSnapshotApp())
 			node := p2ptest.Start(t, cfg, 90+a, map[string]p2p.Reactor{"STATESYNC": r}, nil)
+			attackers = append(attackers, node)
 			for i := range tn.servers {
 				p2ptest.Connect(t, node, tn.nodes[i])
 			}
@@ -532,7 +534,18 @@ func serveAttack(t *testing.T, attack, slow bool) attackOutcome {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	_, err := syncNet(t, tn, ctx)
-	return attackOutcome{err: err, took: time.Since(start), heap: w.growth()}
+	out := attackOutcome{err: err, took: time.Since(start), heap: w.growth()}
+	if attack { // punished: every serving node disconnected every attacker
+		out.punished = true
+		for _, a := range attackers {
+			for i := range tn.servers {
+				if tn.nodes[i].Connected(a.ID()) {
+					out.punished = false
+				}
+			}
+		}
+	}
+	return out
 }
 
 // newSnapshotApp is an app holding a small snapshot of its own (not the
@@ -650,9 +663,12 @@ func printAttackTable(w *os.File, rows []attackRow) {
 	}
 }
 
+// firstLine shortens an error for a table cell: its start (the sentinel)
+// and its end (the innermost cause).
 func firstLine(s string) string {
-	if len(s) > 90 {
-		s = s[:90] + "…"
+	s = strings.ReplaceAll(strings.SplitN(s, "\n", 2)[0], "|", "/")
+	if r := []rune(s); len(r) > 170 {
+		s = string(r[:60]) + " … " + string(r[len(r)-100:])
 	}
-	return strings.ReplaceAll(strings.SplitN(s, "\n", 2)[0], "|", "/")
+	return s
 }
