@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test lint vet fmt proto bench bench-go fuzz reliability-crash
+.PHONY: all demo test lint vet fmt proto bench bench-go fuzz reliability reliability-crash reliability-attacks
 
 all: lint test
 
@@ -47,8 +47,27 @@ reliability-crash:
 		cat $$f; rm -f $$f $$f.log; \
 	else cat $$f.log >&2; cat $$f 2>/dev/null; rm -f $$f $$f.log; exit 1; fi
 
-## fuzz: fuzz the wire decoder and validators for a while
+## fuzz: fuzz the wire decoder and validators, the syncer's inbox and pool,
+## the block queue, the dispatcher, backfill verification and the params
+## quorum, each for FUZZTIME (default 20s; e.g. FUZZTIME=10m, or 10000000x
+## for a number of executions). Seeds: testdata/fuzz and proto/testdata/fuzz.
+FUZZTIME ?= 20s
+FUZZ_TARGETS ?= FuzzSyncerInbox FuzzBlockQueue FuzzDispatcher FuzzBackfillVerify FuzzParamsQuorum
 fuzz:
-	$(GO) test ./proto -run '^$$' -fuzz FuzzDecodeValidate -fuzztime 60s
+	$(GO) test ./proto -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t"; \
+		$(GO) test . -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
+	done
+
+## reliability-attacks: every attacker scenario (withholder, pinger, snapshot
+## flooder, churner, forger, provider liars, params forger, backfill priority
+## forger, slow reader, request flooder) against honest peers alone and with
+## the attacker; prints RELIABILITY.md's markdown table on stdout (test logs
+## on stderr). The same scenarios run bounded in make test.
+reliability-attacks:
+	@out=$$(mktemp); \
+	$(GO) test -count=1 -timeout 30m -run '^TestReliabilityAttacks$$' . -args -reliability -reliability.out $$out >&2 \
+		&& cat $$out; status=$$?; rm -f $$out; exit $$status
 
 -include Makefile.proto

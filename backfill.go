@@ -63,6 +63,7 @@ type backfillSettings struct {
 	maxAttempts   int           // failed fetches of one height before giving up
 	maxTimeouts   int           // timeout events without an answer before a peer is no longer asked
 	maxAhead      int           // heights fetched ahead of verification
+	maxBytes      int64         // bytes of unverified blocks held or expected, at most
 	flushEvery    int           // blocks between flushes
 	flushInterval time.Duration // longest time between flushes
 	maxSegment    int64         // heights per validator-set record at most
@@ -72,13 +73,14 @@ type backfillSettings struct {
 const (
 	backfillMaxInflight = 1024 // sink capacity: requests in flight over all peers
 	backfillInitWindow  = 4
+	// backfillMaxBytes bounds the unverified blocks backfill holds (see
+	// queueLimits.maxBytes): light blocks are a few KB, but a peer may
+	// send up to 10 MB for each.
+	backfillMaxBytes = 32 << 20
 )
 
 func (r *Reactor) backfillSettings() backfillSettings {
-	timeout := r.cfg.LightBlockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLightBlockTimeout
-	}
+	timeout := r.cfg.lightBlockTimeout()
 	window := r.cfg.BackfillWindow
 	if window <= 0 {
 		window = DefaultBackfillWindow
@@ -91,6 +93,7 @@ func (r *Reactor) backfillSettings() backfillSettings {
 		maxAttempts:   10,
 		maxTimeouts:   3,
 		maxAhead:      2048,
+		maxBytes:      backfillMaxBytes,
 		flushEvery:    256,
 		flushInterval: time.Second,
 		maxSegment:    10_000,
@@ -138,6 +141,8 @@ type backfiller struct {
 	started time.Time
 	total   int64
 
+	verifier backfillVerifier
+
 	// the hash chain: what the block at the cursor must be
 	wantID         types.BlockID
 	wantCommitHash []byte // nil for the top block
@@ -179,6 +184,9 @@ type backfillAnchor struct {
 	floor          int64  // the chain's initial height
 	stopHeight     int64
 	stopTime       time.Time
+	// upperVals is the verified validator set at top+1 when the run
+	// continues below stored data (nil at a fresh start).
+	upperVals *types.ValidatorSet
 }
 
 // anchorAt anchors a backfill at a verified state.
@@ -221,10 +229,16 @@ func (r *Reactor) runBackfill(ctx context.Context, a backfillAnchor, state sm.St
 	b.total = max(a.top-a.stopHeight+1, 0)
 	b.q = newBlockQueue(a.top, a.floor, a.stopHeight, a.stopTime, queueLimits{
 		window: set.window, initWindow: min(backfillInitWindow, set.window), maxAttempts: set.maxAttempts,
-		maxTimeouts: set.maxTimeouts, maxAhead: set.maxAhead, maxInflight: backfillMaxInflight,
+		maxTimeouts: set.maxTimeouts, maxAhead: set.maxAhead, maxInflight: backfillMaxInflight, maxBytes: set.maxBytes,
 	})
 	b.sink = make(chan response, backfillMaxInflight)
 	b.wantID, b.wantCommitHash = a.wantID, a.wantCommitHash
+	// The verifier starts from the verified set above the first height
+	// fetched: the state's own at a fresh start, the stored one on resume.
+	b.verifier = backfillVerifier{chainID: state.ChainID, upper: a.upperVals}
+	if a.upperVals == nil && a.top == state.LastBlockHeight {
+		b.verifier.topVals = state.LastValidators
+	}
 	b.lastFlush = time.Now()
 	b.rpc = r.backfillRPCSources(state.ChainID)
 	defer b.closeRPC()
@@ -407,7 +421,7 @@ func (b *backfiller) handle(resp response) {
 	peer, h := resp.key.peer, resp.key.height
 	switch {
 	case resp.err == nil && resp.lb != nil:
-		b.q.got(peer, h, resp.lb, resp.rtt)
+		b.q.gotSized(peer, h, resp.lb, resp.size, resp.rtt)
 	case resp.err == nil:
 		b.r.logger.Debug("Peer lacks a backfill height; not asking it for lower ones", "peer", peer, "height", h)
 		b.q.lacked(peer, h, resp.rtt)
@@ -427,13 +441,24 @@ func (b *backfiller) verifyReady() error {
 		if !ok {
 			return nil
 		}
-		vals, err := b.verify(fb.lb)
+		vals, liars, err := b.verifier.check(blockCheck{height: b.q.verifyAt, wantID: b.wantID,
+			wantCommitHash: b.wantCommitHash}, fb.lb, fb.peer)
+		if errors.Is(err, errSecondOpinion) {
+			peer, h := b.q.recheck(err)
+			b.r.logger.Debug("Backfill: asking another peer to confirm a validator set", "peer", peer, "height", h)
+			continue
+		}
 		if err != nil {
 			peer, h := b.q.reject(err)
 			b.r.logger.Info("Backfill: peer served a bad block; fetching it elsewhere", "peer", peer, "height", h,
 				"err", err)
 			b.punish(peer, fmt.Errorf("%w: %w: backfill block %d: %w", ErrPeerMisbehaved, ErrVerifyFailed, h, err))
 			continue
+		}
+		for _, liar := range liars {
+			b.q.bench(liar)
+			b.punish(liar, fmt.Errorf("%w: %w: backfill block %d: served a validator set other peers contradict",
+				ErrPeerMisbehaved, ErrVerifyFailed, fb.lb.Height))
 		}
 		if err := b.save(fb.lb, vals); err != nil {
 			return err
@@ -452,43 +477,6 @@ func (b *backfiller) verifyReady() error {
 			crashPoint(crashBackfill)
 		}
 	}
-}
-
-// verify checks lb against the hash chain and returns the validator set to
-// store for its height.
-func (b *backfiller) verify(lb *types.LightBlock) (*types.ValidatorSet, error) {
-	h := b.q.verifyAt
-	switch {
-	case lb.Height != h:
-		return nil, fmt.Errorf("height %d, want %d", lb.Height, h)
-	case lb.ChainID != b.state.ChainID:
-		return nil, fmt.Errorf("chain %q, want %q", lb.ChainID, b.state.ChainID)
-	}
-	if got := lb.Hash(); !bytes.Equal(got, b.wantID.Hash) {
-		return nil, fmt.Errorf("block hash %X, the verified chain says %X", got, b.wantID.Hash)
-	}
-	if !lb.Commit.BlockID.Equals(b.wantID) {
-		return nil, fmt.Errorf("commit for block %v, want %v", lb.Commit.BlockID, b.wantID)
-	}
-	// The dispatcher delivers only light blocks that passed ValidateBasic:
-	// the validator set hashes to the header's ValidatorsHash, the commit
-	// is for the header's hash.
-	vals := lb.ValidatorSet
-	if b.wantCommitHash != nil {
-		if got := lb.Commit.Hash(); !bytes.Equal(got, b.wantCommitHash) {
-			return nil, fmt.Errorf("commit hash %X, the header above says %X", got, b.wantCommitHash)
-		}
-	} else {
-		// The top block: no header we have commits to its commit; verify
-		// the signatures. Its validator set is the state's.
-		if err := vals.VerifyCommitLight(b.state.ChainID, b.wantID, h, lb.Commit); err != nil {
-			return nil, fmt.Errorf("commit of the top block: %w", err)
-		}
-		if lv := b.state.LastValidators; !lv.IsNilOrEmpty() && bytes.Equal(lv.Hash(), lb.ValidatorsHash) {
-			vals = lv
-		}
-	}
-	return vals, nil
 }
 
 // save stores a verified block and extends (or closes) the open

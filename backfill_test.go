@@ -34,13 +34,14 @@ var allChannels = []byte{SnapshotChannel, ChunkChannel, LightBlockChannel, Param
 // fakePeer serves a chain, misbehaving on demand.
 type fakePeer struct {
 	chain     *chaingen.Chain
-	base, top int64                  // light blocks served (0: the whole chain)
-	delay     time.Duration          // added to every answer
-	drop      bool                   // never answers light-block requests
-	impostor  *chaingen.Chain        // serves this chain's blocks instead (same chain ID, other hashes)
-	params    *types.ConsensusParams // params served (nil: the chain's)
-	noParams  bool                   // never answers params requests
-	channels  []byte                 // advertised (nil: all four)
+	base, top int64                   // light blocks served (0: the whole chain)
+	delay     time.Duration           // added to every answer
+	drop      bool                    // never answers light-block requests
+	impostor  *chaingen.Chain         // serves this chain's blocks instead (same chain ID, other hashes)
+	params    *types.ConsensusParams  // params served (nil: the chain's)
+	noParams  bool                    // never answers params requests
+	channels  []byte                  // advertised (nil: all four)
+	forge     func(*types.LightBlock) // changes each light block served (a copy)
 }
 
 // fakeNet is the Router of a Reactor under test: requests go to scripted
@@ -194,6 +195,9 @@ func (p *fakePeer) lightBlock(h int64) *ssproto.LightBlockResponse {
 	lb := src.LightBlock(h)
 	if h < base || h > top || lb == nil {
 		return &ssproto.LightBlockResponse{}
+	}
+	if p.forge != nil {
+		p.forge(lb)
 	}
 	pb, err := lb.ToProto()
 	if err != nil {
@@ -413,7 +417,8 @@ func TestBackfillStopsByHeightAndTime(t *testing.T) {
 // TestBackfillMisbehavingPeers: peers that never answer, that have
 // nothing, and that serve blocks of another chain (wrong hashes). The
 // liar is punished, the others are not; the backfill completes from the
-// one good peer.
+// good peers (two: the validator-set change at 40 needs a second peer to
+// confirm the set below it).
 func TestBackfillMisbehavingPeers(t *testing.T) {
 	chain := testChain(t, chaingen.Options{ChainID: "chain", Height: 90, ValSetChanges: map[int64]int{40: 6}})
 	impostor := testChain(t, chaingen.Options{ChainID: "chain", Height: 90,
@@ -423,6 +428,7 @@ func TestBackfillMisbehavingPeers(t *testing.T) {
 	n.net.add("empty", &fakePeer{chain: chain, base: 1000})
 	n.net.add("liar", &fakePeer{chain: chain, impostor: impostor})
 	n.net.add("good", &fakePeer{chain: chain, delay: 2 * time.Millisecond})
+	n.net.add("good2", &fakePeer{chain: chain, delay: 2 * time.Millisecond})
 
 	res, err := n.r.Backfill(backfillCtx(t), chain.State(80))
 	require.NoError(t, err)

@@ -128,6 +128,9 @@ func (r *Reactor) resumeAnchor(cp BackfillCheckpoint, state sm.State) (backfillA
 		return a, fmt.Errorf("no stored header at height %d to continue the backfill from", above)
 	}
 	a.wantID, a.wantCommitHash = meta.Header.LastBlockID, meta.Header.LastCommitHash
+	if vals, err := r.deps.StateStore.LoadValidators(above); err == nil && vals != nil && !vals.IsNilOrEmpty() {
+		a.upperVals = vals
+	}
 	return a, nil
 }
 

@@ -17,6 +17,13 @@ type queueLimits struct {
 	maxTimeouts int // timeout events without an answer after which a peer is no longer asked
 	maxAhead    int // fetched-but-unverified blocks are kept within this many heights of the verify cursor
 	maxInflight int // requests in flight over all peers
+	// maxBytes bounds the bytes of fetched-but-unverified blocks (a block
+	// that would exceed it is dropped and fetched again later, which costs
+	// no attempt); 0: unbounded. Requests are handed out only while the
+	// blocks held plus those in flight, each estimated at the recent
+	// largest size, fit. The block at the verify cursor is always fetched
+	// and kept, so the budget never stalls verification.
+	maxBytes int64
 }
 
 // fetchAssignment is a request the queue wants sent.
@@ -28,6 +35,7 @@ type fetchAssignment struct {
 type fetchedBlock struct {
 	lb   *types.LightBlock
 	peer p2p.ID
+	size int64 // bytes on the wire
 }
 
 type queuePeer struct {
@@ -65,6 +73,12 @@ func (p *queuePeer) serves(h int64) bool {
 // Every height from top down to the cursor is, at any time, in exactly one
 // of: verified, fetched, in flight, waiting for a retry, or not yet handed
 // out.
+//
+// What a peer can make it hold: fetched blocks only within limits.maxAhead
+// heights of the cursor and limits.maxBytes bytes (a block beyond the
+// budget is dropped and fetched again later); requests only within its
+// window. A peer serving bad blocks is benched; one that does not answer
+// loses its window and then is benched.
 type blockQueue struct {
 	lim        queueLimits
 	top        int64
@@ -84,6 +98,9 @@ type blockQueue struct {
 	peers map[p2p.ID]*queuePeer
 	order []p2p.ID
 	rr    int
+
+	fetchedBytes int64 // bytes of the blocks in fetched
+	estimate     int64 // the recent largest block: what one in flight may bring
 
 	stopped BackfillStop // set when the queue is done or failed
 	err     error        // why it failed
@@ -120,6 +137,7 @@ func newBlockQueue(top, floor, stopHeight int64, stopTime time.Time, lim queueLi
 		failedBy: make(map[int64]p2p.ID),
 		lastErr:  make(map[int64]error),
 		peers:    make(map[p2p.ID]*queuePeer),
+		estimate: lim.maxBytes / 64, // before any block is seen
 	}
 	if top < floor {
 		q.stopped = BackfillReachedInitialHeight
@@ -197,10 +215,20 @@ func (q *blockQueue) assign() []fetchAssignment {
 	return out
 }
 
+// overBudget reports whether one more request would take the unverified
+// bytes past the budget.
+func (q *blockQueue) overBudget() bool {
+	if q.lim.maxBytes <= 0 {
+		return false
+	}
+	return q.fetchedBytes+int64(len(q.inflight)+1)*q.estimate > q.lim.maxBytes
+}
+
 // pick chooses the next height for p, or false.
 func (q *blockQueue) pick(p *queuePeer) (int64, bool) {
+	over := q.overBudget()
 	for i, h := range q.retry {
-		if !p.serves(h) {
+		if !p.serves(h) || (over && h != q.verifyAt) {
 			continue
 		}
 		if q.failedBy[h] == p.id && q.someoneElseServes(h, p.id) {
@@ -210,7 +238,7 @@ func (q *blockQueue) pick(p *queuePeer) (int64, bool) {
 		return h, true
 	}
 	h := q.nextNew
-	if h < q.floor || h <= q.verifyAt-int64(q.lim.maxAhead) || !p.serves(h) {
+	if (over && h != q.verifyAt) || h < q.floor || h <= q.verifyAt-int64(q.lim.maxAhead) || !p.serves(h) {
 		return 0, false
 	}
 	q.nextNew--
@@ -281,6 +309,12 @@ func (q *blockQueue) timeout(peer p2p.ID, floor, ceiling time.Duration) time.Dur
 
 // got records the block peer returned for h (already checked to be at h).
 func (q *blockQueue) got(peer p2p.ID, h int64, lb *types.LightBlock, rtt time.Duration) {
+	q.gotSized(peer, h, lb, 0, rtt)
+}
+
+// gotSized is got for a block of size bytes on the wire, counted against
+// limits.maxBytes until it is verified or discarded.
+func (q *blockQueue) gotSized(peer p2p.ID, h int64, lb *types.LightBlock, size int64, rtt time.Duration) {
 	p, ok := q.settle(peer, h)
 	if !ok {
 		return
@@ -290,10 +324,27 @@ func (q *blockQueue) got(peer p2p.ID, h int64, lb *types.LightBlock, rtt time.Du
 		p.window = min(q.lim.window, p.window+1)
 		p.observe(rtt)
 	}
+	q.estimate = max(size, q.estimate-q.estimate/8) // follows a rise at once, a fall slowly
 	if q.finished() || h > q.verifyAt {
 		return
 	}
-	q.fetched[h] = fetchedBlock{lb: lb, peer: peer}
+	if q.lim.maxBytes > 0 && h != q.verifyAt && q.fetchedBytes+size > q.lim.maxBytes {
+		q.requeue(h) // no room: fetch it again when the cursor gets closer
+		return
+	}
+	if old, ok := q.fetched[h]; ok {
+		q.fetchedBytes -= old.size
+	}
+	q.fetched[h] = fetchedBlock{lb: lb, peer: peer, size: size}
+	q.fetchedBytes += size
+}
+
+// discard drops the fetched block at h, if any, from the byte count.
+func (q *blockQueue) discard(h int64) {
+	if b, ok := q.fetched[h]; ok {
+		q.fetchedBytes -= b.size
+		delete(q.fetched, h)
+	}
 }
 
 // lacked records that peer does not have h (nor, presumably, anything
@@ -370,7 +421,7 @@ func (q *blockQueue) next() (fetchedBlock, bool) {
 // time. It moves the cursor down and reports whether the queue is done.
 func (q *blockQueue) accept(t time.Time) bool {
 	h := q.verifyAt
-	delete(q.fetched, h)
+	q.discard(h)
 	delete(q.attempts, h)
 	delete(q.failedBy, h)
 	delete(q.lastErr, h)
@@ -384,6 +435,7 @@ func (q *blockQueue) accept(t time.Time) bool {
 	if q.finished() {
 		q.retry = nil
 		clear(q.fetched)
+		q.fetchedBytes = 0
 	}
 	return q.finished()
 }
@@ -393,8 +445,20 @@ func (q *blockQueue) accept(t time.Time) bool {
 func (q *blockQueue) reject(err error) (p2p.ID, int64) {
 	h := q.verifyAt
 	b := q.fetched[h]
-	delete(q.fetched, h)
+	q.discard(h)
 	q.bench(b.peer)
+	q.failed(b.peer, h, err)
+	return b.peer, h
+}
+
+// recheck discards the block at the cursor, which checked out but must be
+// confirmed by another peer: the height is fetched again, preferably from
+// another peer. Its peer is not benched; the attempt counts (bounded by
+// limits.maxAttempts, so a height only one peer serves cannot loop).
+func (q *blockQueue) recheck(err error) (p2p.ID, int64) {
+	h := q.verifyAt
+	b := q.fetched[h]
+	q.discard(h)
 	q.failed(b.peer, h, err)
 	return b.peer, h
 }

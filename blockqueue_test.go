@@ -314,3 +314,43 @@ func TestBlockQueueModel(t *testing.T) {
 	}
 	require.Greater(t, completed, 150, "most runs must complete")
 }
+
+// TestBlockQueueByteBudget: peers sending 10 MB blocks cannot make the
+// queue hold more unverified bytes than its budget (counting requests in
+// flight at the largest size seen), even when the peer at the cursor is
+// slow and the others race ahead; the cursor height is always fetched.
+func TestBlockQueueByteBudget(t *testing.T) {
+	const block = 10 << 20
+	lim := qLimits()
+	lim.window, lim.initWindow, lim.maxAhead = 64, 64, 2048
+	lim.maxBytes = 8 * block
+	q := newBlockQueue(1000, 1, 1, qTime(0), lim)
+	for _, id := range []p2p.ID{"a", "b", "c", "d"} {
+		q.addPeer(id)
+	}
+	var slow []fetchAssignment // the cursor's requests, answered last
+	for round := 0; round < 500 && !q.finished(); round++ {
+		as := q.assign()
+		for _, a := range as {
+			if a.height == q.verifyAt && round%3 != 2 {
+				slow = append(slow, a)
+				continue
+			}
+			q.gotSized(a.peer, a.height, qBlock(a.height), block, time.Millisecond)
+		}
+		require.LessOrEqual(t, q.fetchedBytes, lim.maxBytes+block, "round %d: %d bytes held", round, q.fetchedBytes)
+		if round > 0 {
+			inflight := int64(len(q.inflight)) * block
+			require.LessOrEqual(t, inflight, lim.maxBytes+block, "round %d: %d bytes expected", round, inflight)
+		}
+		if round%3 == 2 {
+			for _, a := range slow {
+				q.gotSized(a.peer, a.height, qBlock(a.height), block, time.Millisecond)
+			}
+			slow = nil
+			releaseAll(q)
+		}
+	}
+	require.True(t, q.finished(), "the budget never stalls the queue")
+	require.Equal(t, BackfillReachedInitialHeight, q.stopped)
+}

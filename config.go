@@ -3,6 +3,9 @@ package statesync
 import (
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
@@ -135,6 +138,13 @@ type Config struct {
 	// instead (package node), which needs peers that still have every
 	// block from the initial height. Other failures always stop the node.
 	OnNoSnapshot string `mapstructure:"on_no_snapshot" toml:"on_no_snapshot"`
+	// LightPeersTimeout (light_peers_timeout, default 10s; 0 means the
+	// default): with UseP2P, how long Sync waits, once peers are connected,
+	// for two of them to serve light blocks and consensus params (channels
+	// 0x62 and 0x63, which stock CometBFT nodes do not serve) before it
+	// fails with ErrNotEnoughPeers. While no peer is connected at all it
+	// waits up to DiscoveryTimeout.
+	LightPeersTimeout time.Duration `mapstructure:"light_peers_timeout" toml:"light_peers_timeout"`
 }
 
 // OnNoSnapshot policies.
@@ -158,6 +168,7 @@ const (
 	DefaultServePerPeer        = 2
 	DefaultServeQueuePerPeer   = 128
 	DefaultBackfillWindow      = 128
+	DefaultLightPeersTimeout   = 10 * time.Second
 
 	// maxChunkWindow bounds ChunkWindow (chunks in flight per peer hold up
 	// to MaxChunkSize each); maxBackfillWindow bounds BackfillWindow.
@@ -326,4 +337,116 @@ func (c Config) ValidateBasic() error {
 			"got %d distinct of %q: the same server twice gives no witness cross-check", len(distinct), c.RPCServers)
 	}
 	return nil
+}
+
+// lightBlockTimeout is the one place the light-block (and params) request
+// timeout gets its default.
+func (c Config) lightBlockTimeout() time.Duration {
+	if c.LightBlockTimeout <= 0 {
+		return DefaultLightBlockTimeout
+	}
+	return c.LightBlockTimeout
+}
+
+// lightPeersTimeout is LightPeersTimeout with its default.
+func (c Config) lightPeersTimeout() time.Duration {
+	if c.LightPeersTimeout <= 0 {
+		return DefaultLightPeersTimeout
+	}
+	return c.LightPeersTimeout
+}
+
+// normaliseServers canonicalises RPC server addresses and drops duplicates,
+// keeping the order of first occurrences. Two addresses are the same
+// server when they differ only in spelling: scheme case, tcp:// for
+// http://, default ports, trailing slashes, host case, and the names of
+// the loopback interface (localhost, 127.0.0.0/8, ::1 are one machine;
+// IP literals compare by value). Other host names are not resolved.
+// Errors wrap ErrInvalidConfig and name statesync.rpc_servers.
+func normaliseServers(servers []string) ([]string, error) {
+	seen := make(map[string]bool, len(servers))
+	out := make([]string, 0, len(servers))
+	for _, s := range servers {
+		norm, err := normaliseServer(s)
+		if err != nil {
+			return nil, err
+		}
+		if key := serverIdentity(norm); !seen[key] {
+			seen[key] = true
+			out = append(out, norm)
+		}
+	}
+	return out, nil
+}
+
+// serverIdentity is what tells two normalised addresses apart: the
+// address with its host replaced by a canonical form (loopback names and
+// addresses all become "loopback", IP literals their canonical text).
+func serverIdentity(norm string) string {
+	u, err := url.Parse(norm)
+	if err != nil || u.Host == "" {
+		return norm
+	}
+	host := strings.TrimSuffix(u.Hostname(), ".")
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+		if ip.IsLoopback() {
+			host = "loopback"
+		}
+	} else if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		host = "loopback"
+	}
+	port := u.Port()
+	if port == "" && u.Scheme == "http" {
+		port = "80"
+	} else if port == "" && u.Scheme == "https" {
+		port = "443"
+	}
+	u.Host = host + ":" + port
+	return u.String()
+}
+
+func normaliseServer(s string) (string, error) {
+	raw := strings.TrimSpace(s)
+	if raw == "" {
+		return "", invalid("rpc_servers", "empty entry")
+	}
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", invalid("rpc_servers", "invalid address %q: %v", s, err)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Fragment, u.RawFragment, u.RawPath = "", "", ""
+	switch u.Scheme {
+	case "unix":
+		if u.Path == "" {
+			return "", invalid("rpc_servers", "invalid address %q: no socket path", s)
+		}
+		return "unix://" + u.Path, nil
+	case "tcp":
+		u.Scheme = "http"
+	case "http", "https":
+	default:
+		return "", invalid("rpc_servers", "invalid address %q: unsupported scheme %q", s, u.Scheme)
+	}
+	if u.Host == "" {
+		return "", invalid("rpc_servers", "invalid address %q: no host", s)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	switch {
+	case port != "":
+		u.Host = net.JoinHostPort(host, port)
+	case strings.Contains(host, ":"): // IPv6 literal
+		u.Host = "[" + host + "]"
+	default:
+		u.Host = host
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u.String(), nil
 }

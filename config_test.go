@@ -164,3 +164,17 @@ func TestFromCometBFT(t *testing.T) {
 	require.Equal(t, 10*time.Minute, long.DiscoveryTimeout)
 	require.NoError(t, long.ValidateBasic())
 }
+
+// TestNormaliseServersLoopback: the loopback interface has many names;
+// listing it twice under two of them is the same server twice (no witness
+// cross-check), and is refused. (Before: localhost and 127.0.0.1 passed as
+// two servers.)
+func TestNormaliseServersLoopback(t *testing.T) {
+	got, err := normaliseServers([]string{"localhost:26657", "127.0.0.1:26657", "http://[::1]:26657/",
+		"tcp://127.0.0.2:26657", "http://LOCALHOST:26657", "localhost:26658", "https://localhost"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"http://localhost:26657", "http://localhost:26658", "https://localhost"}, got)
+	got, err = normaliseServers([]string{"http://10.0.0.1", "http://10.0.0.1:80", "http://010.0.0.1"})
+	require.NoError(t, err)
+	require.Len(t, got, 2, "IP literals compare by value; 010.0.0.1 is not an IP literal Go parses")
+}

@@ -44,8 +44,8 @@ var (
 
 const (
 	// defaultRequestTimeout bounds a request made through the blocking
-	// LightBlock and Params calls.
-	defaultRequestTimeout = 10 * time.Second
+	// LightBlock and Params calls: the light-block timeout's default.
+	defaultRequestTimeout = DefaultLightBlockTimeout
 	// recentPerPeer is how many ended requests per peer are remembered, to
 	// tell a late response from an unsolicited one (for logs and metrics).
 	recentPerPeer = 64
@@ -101,6 +101,8 @@ type response struct {
 	err error
 	// rtt is the time from sending the request to the outcome.
 	rtt time.Duration
+	// size is the response's size on the wire, in bytes.
+	size int64
 }
 
 type pendingRequest struct {
@@ -154,11 +156,17 @@ func (p *peerRequests) recentlyEnded(match func(requestKey) bool) bool {
 // A request can fail because the peer does not answer in time
 // (errRequestTimeout), disconnects or cannot be sent to (errPeerGone), or
 // the dispatcher is closed (ErrStopped).
+//
+// What a peer can make it hold: one record per connected peer, with at
+// most the requests this node made to it plus a fixed ring of ended ones.
+// No record is created or kept for a peer that is not connected (a
+// response racing its disconnection is dropped as unsolicited).
 type dispatcher struct {
-	send    func(p2p.ID, byte, proto.Message) bool
-	logger  log.Logger
-	metrics *Metrics
-	timeout time.Duration // for the blocking calls
+	send      func(p2p.ID, byte, proto.Message) bool
+	connected func(p2p.ID) bool // nil: every peer counts as connected
+	logger    log.Logger
+	metrics   *Metrics
+	timeout   time.Duration // for the blocking calls
 
 	mtx    sync.Mutex
 	peers  map[p2p.ID]*peerRequests
@@ -184,13 +192,33 @@ func newDispatcher(send func(p2p.ID, byte, proto.Message) bool, logger log.Logge
 	}
 }
 
+// peerLocked returns id's record, creating it if id is connected; nil if
+// it is not.
 func (d *dispatcher) peerLocked(id p2p.ID) *peerRequests {
 	p, ok := d.peers[id]
 	if !ok {
+		if d.connected != nil && !d.connected(id) {
+			return nil
+		}
 		p = &peerRequests{pending: make(map[requestKey]*pendingRequest)}
 		d.peers[id] = p
 	}
 	return p
+}
+
+// pruneLocked forgets id's record once it has nothing pending and id is no
+// longer connected.
+func (d *dispatcher) pruneLocked(id p2p.ID) {
+	if p, ok := d.peers[id]; ok && len(p.pending) == 0 && d.connected != nil && !d.connected(id) {
+		delete(d.peers, id)
+	}
+}
+
+// records returns how many peers the dispatcher keeps a record of.
+func (d *dispatcher) records() int {
+	d.mtx.Lock()
+	defer d.mtx.Unlock()
+	return len(d.peers)
 }
 
 // start sends a request and arranges for exactly one response to reach
@@ -222,6 +250,10 @@ func (d *dispatcher) start(key requestKey, timeout time.Duration, sink chan<- re
 		return ErrStopped
 	}
 	p := d.peerLocked(key.peer)
+	if p == nil {
+		d.mtx.Unlock()
+		return fmt.Errorf("%w: %s", errPeerGone, key)
+	}
 	if _, busy := p.pending[key]; busy {
 		d.mtx.Unlock()
 		return errDuplicateRequest
@@ -265,6 +297,7 @@ func (d *dispatcher) takeLocked(key requestKey, seq uint64) *pendingRequest {
 	delete(p.pending, key)
 	req.timer.Stop()
 	p.remember(key)
+	d.pruneLocked(key.peer)
 	return req
 }
 
@@ -347,6 +380,9 @@ func (d *dispatcher) handleLightBlockResponse(peer p2p.ID, m *ssproto.LightBlock
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
 	p := d.peerLocked(peer)
+	if p == nil {
+		return fmt.Errorf("%w: light block from peer %s, which is not connected", ErrUnsolicited, peer)
+	}
 	p.answers++
 	if lb == nil {
 		key, ok := lowestPendingLocked(p, kindLightBlock)
@@ -365,7 +401,7 @@ func (d *dispatcher) handleLightBlockResponse(peer p2p.ID, m *ssproto.LightBlock
 			return k == key
 		})
 	}
-	d.finishLocked(key, req, response{lb: lb})
+	d.finishLocked(key, req, response{lb: lb, size: int64(m.Size())})
 	return nil
 }
 
@@ -379,6 +415,9 @@ func (d *dispatcher) handleParamsResponse(peer p2p.ID, m *ssproto.ParamsResponse
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
 	p := d.peerLocked(peer)
+	if p == nil {
+		return fmt.Errorf("%w: params from peer %s, which is not connected", ErrUnsolicited, peer)
+	}
 	p.answers++
 	key := requestKey{peer: peer, kind: kindParams, height: int64(m.Height)}
 	req := d.takeLocked(key, 0)

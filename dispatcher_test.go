@@ -311,3 +311,54 @@ func TestDispatcherExactlyOnce(t *testing.T) {
 		require.Equal(t, 1, n, "%s ended %d times", key, n)
 	}
 }
+
+// TestDispatcherForgetsDepartedPeers: no record is kept for a peer once it
+// left: not for a response racing its disconnection, not for a request
+// that ends after it left, not for a request to it after it left.
+func TestDispatcherForgetsDepartedPeers(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 6})
+	sl := newSentLog()
+	d := newDispatcher(sl.send, log.NewNopLogger(), NopMetrics())
+	t.Cleanup(d.close)
+	var mtx sync.Mutex
+	live := map[p2p.ID]bool{"a": true}
+	d.connected = func(id p2p.ID) bool {
+		mtx.Lock()
+		defer mtx.Unlock()
+		return live[id]
+	}
+	leave := func(id p2p.ID) {
+		mtx.Lock()
+		delete(live, id)
+		mtx.Unlock()
+		d.removePeer(id)
+	}
+	sink := make(chan response, 4)
+	require.NoError(t, d.start(requestKey{"a", kindLightBlock, 2}, time.Minute, sink))
+	require.Equal(t, 1, d.records())
+	leave("a")
+	require.ErrorIs(t, (<-sink).err, ErrNoPeers)
+	require.Zero(t, d.records())
+
+	// Answers after it left: dropped, nothing recorded.
+	for range 100 {
+		require.ErrorIs(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 2)), ErrUnsolicited)
+		require.ErrorIs(t, d.handleParamsResponse("a", paramsResponse(chain, 2)), ErrUnsolicited)
+	}
+	require.Zero(t, d.records())
+	// Asking it after it left: refused, nothing recorded.
+	require.ErrorIs(t, d.start(requestKey{"a", kindLightBlock, 3}, time.Minute, sink), ErrNoPeers)
+	require.Zero(t, d.records())
+
+	// A request that ends (timeout) after its peer dropped out of the list
+	// without removePeer having run yet leaves nothing either.
+	mtx.Lock()
+	live["b"] = true
+	mtx.Unlock()
+	require.NoError(t, d.start(requestKey{"b", kindLightBlock, 2}, time.Millisecond, sink))
+	mtx.Lock()
+	delete(live, "b")
+	mtx.Unlock()
+	require.ErrorIs(t, (<-sink).err, ErrTimeout)
+	require.Zero(t, d.records())
+}

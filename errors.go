@@ -57,6 +57,15 @@ var (
 	// snapshot is kept and tried again.
 	ErrProviderTransient = errors.New("statesync: transient state provider error")
 
+	// ErrProvidersDisagree means the sources of verification data (RPC
+	// servers, peers) gave answers that cannot all be right: consensus
+	// params differing in fields no header commits to, validator sets with
+	// different proposer priorities, or data contradicting a verified
+	// header, without a majority to settle it. It always comes wrapped with
+	// ErrProviderTransient: a provider fault is not a snapshot fault, and
+	// the snapshot is tried again later (when other sources may be used).
+	ErrProvidersDisagree = errors.New("statesync: verification sources disagree")
+
 	// ErrHeightNotAvailable means a height needed for verification (a
 	// snapshot's height+1 or height+2) does not exist yet: the snapshot is
 	// at the chain tip and is tried again later.

@@ -67,6 +67,14 @@ func (l *peerList) has(id p2p.ID, ch byte) bool {
 	return ok && speaks(chans, ch)
 }
 
+// connected reports whether id is in the list, whatever it speaks.
+func (l *peerList) connected(id p2p.ID) bool {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	_, ok := l.peers[id]
+	return ok
+}
+
 // capable returns the peers that speak every one of chs, sorted by ID.
 func (l *peerList) capable(chs ...byte) []p2p.ID {
 	l.mtx.Lock()

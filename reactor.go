@@ -139,6 +139,7 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 	r.BaseReactor = *p2p.NewBaseReactor("StateSync", r)
 	r.BaseReactor.SetLogger(deps.Logger)
 	r.dispatcher = newDispatcher(r.sendFunc(), r.logger, r.metrics)
+	r.dispatcher.connected = r.peers.connected
 	return r, nil
 }
 
@@ -321,9 +322,13 @@ func (r *Reactor) Deliver(peer p2p.ID, chID byte, msg proto.Message) {
 		r.punish(peer, err)
 		return
 	}
-	if err := ssproto.Validate(msg, r.limits); err != nil {
-		r.punish(peer, err)
-		return
+	// A light block is decoded and validated once, by the dispatcher,
+	// which punishes an invalid one through countResponseErr.
+	if _, lightBlock := msg.(*ssproto.LightBlockResponse); !lightBlock {
+		if err := ssproto.Validate(msg, r.limits); err != nil {
+			r.punish(peer, err)
+			return
+		}
 	}
 	switch m := msg.(type) {
 	case *ssproto.SnapshotsRequest, *ssproto.ChunkRequest, *ssproto.LightBlockRequest, *ssproto.ParamsRequest:

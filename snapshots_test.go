@@ -1,6 +1,7 @@
 package statesync
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -78,9 +79,78 @@ func TestSnapshotPoolCapsPerPeer(t *testing.T) {
 		s, _ := p.add("a", adv(h, 1))
 		require.NotNil(t, s)
 	}
-	s, _ := p.add("a", adv(1000, 1))
-	require.Nil(t, s, "a peer cannot make us hold more than maxSnapshotsPerPeer snapshots")
-	require.Equal(t, maxSnapshotsPerPeer, p.size())
+	// A lower one than all it holds is ignored; a higher one replaces the
+	// lowest (an honest peer that pruned its oldest snapshot).
+	s, _ := p.add("a", adv(0, 1))
+	require.Nil(t, s)
+	s, _ = p.add("a", adv(1000, 1))
+	require.NotNil(t, s)
+	n, _ := p.held()
+	require.Equal(t, maxSnapshotsPerPeer, n, "a peer cannot make us hold more than maxSnapshotsPerPeer snapshots")
+	require.Equal(t, uint64(2), p.lowestOf("a").Height)
+}
+
+// TestSnapshotPoolBytesFollowConnectedPeers: a churning peer that
+// advertises big snapshots and leaves, over and over, leaves nothing
+// behind; a rejected snapshot leaves only its key.
+func TestSnapshotPoolBytesFollowConnectedPeers(t *testing.T) {
+	p := newSnapshotPool()
+	big := func(h uint64) *ssproto.SnapshotsResponse {
+		m := adv(h, 1)
+		m.Metadata = make([]byte, 64<<10)
+		m.Metadata[0] = byte(h)
+		return m
+	}
+	for cycle := range 300 {
+		peer := p2p.ID(fmt.Sprintf("churner%d", cycle))
+		for h := range uint64(maxSnapshotsPerPeer) {
+			p.add(peer, big(uint64(cycle)*100+h))
+		}
+		n, bytes := p.held()
+		require.Equal(t, maxSnapshotsPerPeer, n)
+		require.LessOrEqual(t, bytes, int64(maxPeerSnapshotBytes))
+		p.removePeer(peer)
+		n, bytes = p.held()
+		require.Zero(t, n, "a snapshot is deleted when its last advertiser leaves")
+		require.Zero(t, bytes)
+	}
+	require.Equal(t, 300*maxSnapshotsPerPeer, p.size(), "size counts every snapshot ever seen")
+	require.Empty(t, p.byPeer)
+	require.Empty(t, p.peerBytes)
+
+	s, _ := p.add("a", big(1))
+	p.add("b", big(1))
+	p.reject(s, ErrRejectSnapshot)
+	n, bytes := p.held()
+	require.Zero(t, n)
+	require.Zero(t, bytes)
+	require.Empty(t, p.byPeer, "nobody is recorded as advertising a rejected snapshot")
+	got, _ := p.add("c", big(1))
+	require.Nil(t, got, "a rejected snapshot is not pooled again")
+}
+
+// TestSnapshotPoolTotalBudget: many peers together cannot make the pool
+// hold more than maxPoolSnapshotBytes; known snapshots still gain
+// advertisers.
+func TestSnapshotPoolTotalBudget(t *testing.T) {
+	p := newSnapshotPool()
+	shared, _ := p.add("honest", adv(5, 1))
+	for i := range 2 * maxPoolSnapshotBytes / maxPeerSnapshotBytes {
+		peer := p2p.ID(fmt.Sprintf("sybil%d", i))
+		for h := range uint64(maxSnapshotsPerPeer) {
+			m := adv(uint64(i)*100+h+1000, 1)
+			m.Metadata = make([]byte, 64<<10)
+			p.add(peer, m)
+		}
+		got, _ := p.add(peer, adv(5, 1))
+		if got != nil {
+			require.Equal(t, shared, got)
+		}
+	}
+	_, bytes := p.held()
+	require.LessOrEqual(t, bytes, int64(maxPoolSnapshotBytes))
+	require.Positive(t, p.dropped)
+	require.True(t, p.advertises("honest", shared))
 }
 
 func TestSnapshotKeyDistinguishesContents(t *testing.T) {

@@ -1,7 +1,6 @@
 package statesync
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,14 +28,6 @@ const (
 	// maxP2PCallAttempts bounds how often one StateProvider call is retried
 	// on a rebuilt light client after a transient failure.
 	maxP2PCallAttempts = 2
-	// paramsFanout is how many peers are asked for consensus params at once.
-	paramsFanout = 3
-	// paramsQuorum is how many distinct peers must send identical params.
-	paramsQuorum = 2
-	// paramsBackoff and paramsMaxBackoff shape the jittered exponential
-	// wait between rounds of params requests.
-	paramsBackoff    = 100 * time.Millisecond
-	paramsMaxBackoff = 2 * time.Second
 )
 
 // BlockProvider is CometBFT's light/provider.Provider served by one peer
@@ -67,7 +58,7 @@ var _ provider.Provider = (*BlockProvider)(nil)
 // from peer, each request bounded by Config.LightBlockTimeout. The peer
 // must advertise channel 0x62 (see PeerUp).
 func (r *Reactor) BlockProvider(chainID string, peer p2p.ID) *BlockProvider {
-	return &BlockProvider{peer: peer, chainID: chainID, timeout: r.cfg.LightBlockTimeout, d: r.dispatcher,
+	return &BlockProvider{peer: peer, chainID: chainID, timeout: r.cfg.lightBlockTimeout(), d: r.dispatcher,
 		punish: r.punish}
 }
 
@@ -107,9 +98,8 @@ func (p *BlockProvider) LightBlock(ctx context.Context, height int64) (*types.Li
 	if lb.ChainID != p.chainID {
 		return bad(fmt.Errorf("chain %q, want %q", lb.ChainID, p.chainID))
 	}
-	if err := lb.ValidateBasic(p.chainID); err != nil {
-		return bad(err)
-	}
+	// The dispatcher decoded it once and ran ValidateBasic with its chain
+	// ID, now known to be ours.
 	return lb, nil
 }
 
@@ -180,26 +170,50 @@ func newP2PStateProvider(ctx context.Context, r *Reactor, trust light.TrustOptio
 }
 
 // waitForPeers returns the peers speaking 0x62 and 0x63 once there are at
-// least two.
+// least two. It fails fast (Config.LightPeersTimeout after the first peer
+// connected) when connected peers show that too few serve them: stock
+// CometBFT nodes do not, and waiting for the whole discovery bound would
+// only delay the same error.
 func (p *p2pStateProvider) waitForPeers(ctx context.Context) ([]p2p.ID, error) {
 	life := p.r.lifetime()
 	if life == nil {
 		return nil, fmt.Errorf("%w: the Reactor is not running", ErrStopped)
 	}
+	var (
+		fast   *time.Timer
+		fastC  <-chan time.Time
+		bound  = p.r.cfg.lightPeersTimeout()
+		notice = func(connected, capable int, why string) error {
+			return fmt.Errorf("%w: verifying snapshots over P2P (statesync.use_p2p) needs at least 2 connected "+
+				"peers serving light blocks and consensus params (channels 0x62, 0x63); %d of %d connected "+
+				"peers serve them %s (stock CometBFT nodes do not): connect to peers running this state "+
+				"sync, or verify with statesync.rpc_servers instead", ErrNotEnoughPeers, capable, connected, why)
+		}
+	)
+	defer func() {
+		if fast != nil {
+			fast.Stop()
+		}
+	}()
 	for {
 		changed := p.r.peers.changed()
 		peers := p.r.peers.capable(LightBlockChannel, ParamsChannel)
 		if len(peers) >= 2 {
 			return peers, nil
 		}
+		if fast == nil && p.r.peers.len() > 0 {
+			fast = time.NewTimer(bound)
+			fastC = fast.C
+		}
 		select {
 		case <-changed:
+		case <-fastC:
+			return nil, notice(p.r.peers.len(), len(peers), fmt.Sprintf("after %v (statesync.light_peers_timeout)",
+				bound))
 		case <-life.Done():
 			return nil, ErrStopped
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: verifying snapshots over P2P (statesync.use_p2p) needs at least 2 "+
-				"connected peers serving light blocks and consensus params (channels 0x62, 0x63); %d after "+
-				"waiting: %w", ErrNotEnoughPeers, len(peers), context.Cause(ctx))
+			return nil, fmt.Errorf("%w: %w", notice(p.r.peers.len(), len(peers), "after waiting"), context.Cause(ctx))
 		}
 	}
 }
@@ -222,7 +236,7 @@ func (p *p2pStateProvider) build(ctx context.Context, avoid map[p2p.ID]bool) err
 		}
 		var inner *lightStateProvider
 		inner, err = newLightStateProvider(ctx, p.chainID, p.version, p.initialHeight, providers[0], providers[1:],
-			p.trust, &p2pParams{p: p}, p.verifyTimeout, p.logger)
+			p.trust, &p2pParams{p: p}, p.verifyTimeout, p.logger, withFaultHandler(p.punish))
 		if err == nil {
 			p.inner, p.used = inner, chosen
 			p.logger.Info("Light client started on peers", "primary", chosen[0], "witnesses", len(chosen)-1)
@@ -236,6 +250,14 @@ func (p *p2pStateProvider) build(ctx context.Context, avoid map[p2p.ID]bool) err
 		avoid[chosen[0]] = true
 	}
 	return err
+}
+
+// punish disconnects the peer behind a light provider that was outvoted
+// or contradicted verified data.
+func (p *p2pStateProvider) punish(prov provider.Provider, reason error) {
+	if bp, ok := prov.(*BlockProvider); ok {
+		p.r.punish(bp.peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, reason))
+	}
 }
 
 // chooseProviders picks up to n distinct peers in random order, those in
@@ -374,151 +396,4 @@ func (s *p2pParams) ConsensusParams(ctx context.Context, height int64) (types.Co
 		prefer = s.p.used
 	}
 	return s.p.r.fetchParams(ctx, height, want, prefer)
-}
-
-// fetchParams asks peers speaking 0x63 for the consensus params at height,
-// paramsFanout at a time, the peers in prefer first, in rounds separated
-// by a jittered exponential backoff, until paramsQuorum distinct peers
-// have sent identical params whose hash is want (any hash if want is nil),
-// or ctx ends. A peer sending params with another hash is punished.
-//
-// Why a quorum: the ConsensusHash a header commits to covers only the
-// block size and gas limits (types.ConsensusParams.Hash); the evidence,
-// validator, version and feature params are not covered, so one peer
-// could forge them undetected. Two distinct peers must agree on them.
-func (r *Reactor) fetchParams(ctx context.Context, height int64, want []byte, prefer []p2p.ID) (types.ConsensusParams, error) {
-	timeout := r.cfg.LightBlockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLightBlockTimeout
-	}
-	sink := make(chan response, paramsFanout)
-	var outstanding []requestKey
-	defer func() {
-		for _, key := range outstanding {
-			r.dispatcher.cancel(key)
-		}
-	}()
-	votes := make(map[p2p.ID]string) // peer -> the params it sent, encoded
-	var lastErr error
-	offset := 0
-	for round := 0; ; round++ {
-		var peers []p2p.ID
-		for _, id := range paramsCandidates(r.peers.capable(ParamsChannel), prefer) {
-			if _, voted := votes[id]; !voted {
-				peers = append(peers, id)
-			}
-		}
-		changed := r.peers.changed()
-		if len(peers) > 0 {
-			outstanding = outstanding[:0]
-			for i := 0; i < min(paramsFanout, len(peers)); i++ {
-				key := requestKey{peer: peers[(offset+i)%len(peers)], kind: kindParams, height: height}
-				if err := r.dispatcher.start(key, timeout, sink); err != nil {
-					lastErr = err
-					continue
-				}
-				outstanding = append(outstanding, key)
-			}
-			offset += paramsFanout
-			for len(outstanding) > 0 {
-				select {
-				case resp := <-sink:
-					outstanding = removeKey(outstanding, resp.key)
-					if resp.err != nil {
-						lastErr = resp.err
-						continue
-					}
-					peer := resp.key.peer
-					if got := resp.params.Hash(); want != nil && !bytes.Equal(got, want) {
-						lastErr = fmt.Errorf("%w: peer %s sent consensus params hashing to %X, header %d commits to %X",
-							ErrVerifyFailed, peer, got, height, want)
-						r.punish(peer, fmt.Errorf("%w: %w", ErrPeerMisbehaved, lastErr))
-						continue
-					}
-					pb := resp.params.ToProto()
-					enc, err := pb.Marshal()
-					if err != nil {
-						lastErr = err
-						continue
-					}
-					votes[peer] = string(enc)
-					agree := 0
-					for _, v := range votes {
-						if v == string(enc) {
-							agree++
-						}
-					}
-					if agree >= paramsQuorum {
-						return resp.params, nil
-					}
-					if len(votes) > agree {
-						lastErr = fmt.Errorf("peers disagree on the consensus params at height %d (%d sets from %d peers)",
-							height, distinct(votes), len(votes))
-						r.logger.Info("Peers disagree on consensus params the header does not commit to",
-							"height", height, "peers", len(votes))
-					}
-				case <-ctx.Done():
-					return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
-				}
-			}
-		}
-		backoff := min(paramsMaxBackoff, paramsBackoff<<min(round, 16))
-		backoff = backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-changed:
-			t.Stop()
-		case <-ctx.Done():
-			t.Stop()
-			return types.ConsensusParams{}, paramsErr(height, ctx.Err(), lastErr)
-		}
-	}
-}
-
-func distinct(votes map[p2p.ID]string) int {
-	seen := make(map[string]bool, len(votes))
-	for _, v := range votes {
-		seen[v] = true
-	}
-	return len(seen)
-}
-
-func paramsErr(height int64, ctxErr, last error) error {
-	if last == nil {
-		last = errors.New("no peer serves consensus params (channel 0x63)")
-	}
-	return fmt.Errorf("%w: consensus params at height %d from peers: %w (last failure: %w)",
-		provider.ErrNoResponse, height, ctxErr, last)
-}
-
-// paramsCandidates orders the peers speaking 0x63: those in prefer first.
-func paramsCandidates(capable, prefer []p2p.ID) []p2p.ID {
-	in := make(map[p2p.ID]bool, len(capable))
-	for _, id := range capable {
-		in[id] = true
-	}
-	out := make([]p2p.ID, 0, len(capable))
-	seen := make(map[p2p.ID]bool, len(capable))
-	for _, id := range prefer {
-		if in[id] && !seen[id] {
-			out = append(out, id)
-			seen[id] = true
-		}
-	}
-	for _, id := range capable {
-		if !seen[id] {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-func removeKey(keys []requestKey, key requestKey) []requestKey {
-	for i, k := range keys {
-		if k == key {
-			return append(keys[:i], keys[i+1:]...)
-		}
-	}
-	return keys
 }

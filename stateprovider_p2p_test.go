@@ -101,7 +101,7 @@ func TestP2PStateProviderNeedsTwoPeers(t *testing.T) {
 	start := time.Now()
 	_, err := newP2PStateProvider(context.Background(), n.r, chain.TrustOptions(1, 24*time.Hour))
 	require.ErrorIs(t, err, ErrNotEnoughPeers)
-	require.ErrorContains(t, err, "1 after waiting")
+	require.ErrorContains(t, err, "1 of 2 connected peers serve them")
 	require.Less(t, time.Since(start), 5*time.Second)
 	require.Zero(t, n.net.requestsTo("stock"), "a peer without the channels is never asked")
 
@@ -179,24 +179,31 @@ func TestP2PParamsHashMismatchPunished(t *testing.T) {
 
 // TestP2PParamsUnhashedFieldsNeedQuorum: the header's ConsensusHash covers
 // only the block size and gas limits, so a peer can forge the other params
-// with a matching hash. Two peers must agree: with one honest peer and one
-// forger there is no answer (a transient error); a second honest peer
-// settles it, and the forgery is never installed.
+// with a matching hash. Every peer that answers must agree: one forger and
+// one honest peer, or two colluding forgers and one honest peer, give no
+// answer (a transient failure, at once), and the forgery is never
+// installed; once the forgers are gone, two honest peers settle it.
 func TestP2PParamsUnhashedFieldsNeedQuorum(t *testing.T) {
 	chain := p2pChain(t, 20, nil)
 	forged := chain.Params()
 	forged.Evidence.MaxAgeNumBlocks = 7
+	forged.ABCI.VoteExtensionsEnableHeight = 3
 	require.Equal(t, chain.Params().Hash(), forged.Hash(), "the forgery is not covered by the hash")
 	n := newBackfillNode(t, chain, func(c *Config) { c.LightBlockTimeout = 100 * time.Millisecond })
 	n.net.add("forger", &fakePeer{chain: chain, params: &forged})
 	n.net.add("honest1", &fakePeer{chain: chain, delay: 5 * time.Millisecond})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err := n.r.fetchParams(ctx, 11, chain.Block(11).ConsensusHash, nil)
-	require.ErrorIs(t, err, provider.ErrNoResponse)
+	_, err := n.r.fetchParams(backfillCtx(t), 11, chain.Block(11).ConsensusHash, nil)
+	require.ErrorIs(t, err, ErrProvidersDisagree)
+	require.ErrorIs(t, err, ErrProviderTransient)
 	require.ErrorContains(t, err, "disagree")
 
+	n.net.add("forger2", &fakePeer{chain: chain, params: &forged})
+	_, err = n.r.fetchParams(backfillCtx(t), 11, chain.Block(11).ConsensusHash, nil)
+	require.ErrorIs(t, err, ErrProvidersDisagree, "two colluding peers do not outvote an honest one")
+
+	n.net.remove("forger")
+	n.net.remove("forger2")
 	n.net.add("honest2", &fakePeer{chain: chain, delay: 5 * time.Millisecond})
 	sp, err := newP2PStateProvider(backfillCtx(t), n.r, chain.TrustOptions(1, 24*time.Hour))
 	require.NoError(t, err)

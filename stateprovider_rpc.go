@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/cometbft/cometbft/libs/log"
@@ -106,70 +103,6 @@ func (p *rpcStateProvider) Close() error {
 		tr.CloseIdleConnections()
 	}
 	return nil
-}
-
-// normaliseServers canonicalises RPC server addresses and drops duplicates,
-// keeping the order of first occurrences. Errors wrap ErrInvalidConfig and
-// name statesync.rpc_servers.
-func normaliseServers(servers []string) ([]string, error) {
-	seen := make(map[string]bool, len(servers))
-	out := make([]string, 0, len(servers))
-	for _, s := range servers {
-		norm, err := normaliseServer(s)
-		if err != nil {
-			return nil, err
-		}
-		if !seen[norm] {
-			seen[norm] = true
-			out = append(out, norm)
-		}
-	}
-	return out, nil
-}
-
-func normaliseServer(s string) (string, error) {
-	raw := strings.TrimSpace(s)
-	if raw == "" {
-		return "", invalid("rpc_servers", "empty entry")
-	}
-	if !strings.Contains(raw, "://") {
-		raw = "http://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", invalid("rpc_servers", "invalid address %q: %v", s, err)
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	u.Fragment, u.RawFragment, u.RawPath = "", "", ""
-	switch u.Scheme {
-	case "unix":
-		if u.Path == "" {
-			return "", invalid("rpc_servers", "invalid address %q: no socket path", s)
-		}
-		return "unix://" + u.Path, nil
-	case "tcp":
-		u.Scheme = "http"
-	case "http", "https":
-	default:
-		return "", invalid("rpc_servers", "invalid address %q: unsupported scheme %q", s, u.Scheme)
-	}
-	if u.Host == "" {
-		return "", invalid("rpc_servers", "invalid address %q: no host", s)
-	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
-		port = ""
-	}
-	switch {
-	case port != "":
-		u.Host = net.JoinHostPort(host, port)
-	case strings.Contains(host, ":"): // IPv6 literal
-		u.Host = "[" + host + "]"
-	default:
-		u.Host = host
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	return u.String(), nil
 }
 
 // The messages CometBFT's RPC uses for heights it does not have (the light

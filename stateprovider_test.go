@@ -210,7 +210,8 @@ func TestLightStateProviderForgedPriorities(t *testing.T) {
 		sp, err := newLightProvider(t, c, primary, witness, primary, 30, 5*time.Second)
 		require.NoError(t, err)
 		_, err = sp.State(ctx, 20)
-		require.ErrorIs(t, err, ErrVerifyFailed)
+		require.ErrorIs(t, err, ErrProviderTransient, "a provider's fault is not the snapshot's")
+		require.ErrorIs(t, err, ErrProvidersDisagree)
 		require.ErrorContains(t, err, "proposer priorities at height 20")
 	})
 	t.Run("primary forges after the headers were verified", func(t *testing.T) {
@@ -227,7 +228,8 @@ func TestLightStateProviderForgedPriorities(t *testing.T) {
 			return lb
 		})
 		_, err = sp.State(ctx, 20)
-		require.ErrorIs(t, err, ErrVerifyFailed)
+		require.ErrorIs(t, err, ErrProviderTransient)
+		require.ErrorIs(t, err, ErrProvidersDisagree)
 		require.ErrorContains(t, err, "refusing to install either")
 	})
 	t.Run("both providers serve uncentred priorities", func(t *testing.T) {
@@ -288,7 +290,8 @@ func TestLightStateProviderParams(t *testing.T) {
 	}
 
 	_, err := state(fixedParams{params: forged})
-	require.ErrorIs(t, err, ErrVerifyFailed)
+	require.ErrorIs(t, err, ErrProviderTransient, "a source's fault is not the snapshot's")
+	require.ErrorIs(t, err, ErrProvidersDisagree)
 	require.ErrorContains(t, err, "commits to params hash")
 
 	got, err := state(paramsSources{fixedParams{params: forged}, c.Provider(), fixedParams{err: provider.ErrNoResponse},
@@ -297,7 +300,8 @@ func TestLightStateProviderParams(t *testing.T) {
 	require.Equal(t, c.Params(), got.ConsensusParams)
 
 	// The hash covers only Block.MaxBytes and MaxGas: the other fields need
-	// two sources agreeing, and a source that disagrees fails verification.
+	// two sources agreeing, and a source that disagrees fails it
+	// transiently (nobody can tell which one forged them).
 	_, err = state(paramsSources{fixedParams{params: forged}, fixedParams{err: provider.ErrNoResponse}, c.Provider()})
 	require.ErrorIs(t, err, ErrProviderTransient, "one matching source cannot be cross-checked")
 	require.ErrorContains(t, err, "only 1 of 3 sources")
@@ -305,8 +309,12 @@ func TestLightStateProviderParams(t *testing.T) {
 	unhashed.Evidence.MaxAgeNumBlocks++
 	require.Equal(t, c.Params().Hash(), unhashed.Hash(), "the evidence params are not hashed")
 	_, err = state(paramsSources{c.Provider(), fixedParams{params: unhashed}})
-	require.ErrorIs(t, err, ErrVerifyFailed)
+	require.ErrorIs(t, err, ErrProviderTransient)
+	require.ErrorIs(t, err, ErrProvidersDisagree)
 	require.ErrorContains(t, err, "sources disagree")
+	// Two colluding sources do not outvote an honest one.
+	_, err = state(paramsSources{fixedParams{params: unhashed}, c.Provider(), fixedParams{params: unhashed}})
+	require.ErrorIs(t, err, ErrProvidersDisagree)
 
 	_, err = state(fixedParams{err: provider.ErrNoResponse})
 	require.ErrorIs(t, err, ErrProviderTransient)
@@ -489,7 +497,8 @@ func TestClassifyLightClientErrors(t *testing.T) {
 		{cancelled, errors.New("anything"), ErrProviderTransient},
 		{live, light.ErrVerificationFailed{From: 1, To: 5, Reason: light.ErrInvalidHeader{Reason: errors.New("x")}}, ErrVerifyFailed},
 		{live, light.ErrLightClientAttack, ErrVerifyFailed},
-		{live, light.ErrProposerPrioritiesDiverge{}, ErrVerifyFailed},
+		{live, light.ErrProposerPrioritiesDiverge{}, ErrProvidersDisagree},
+		{live, light.ErrConflictingHeaders{}, ErrProvidersDisagree},
 		{live, provider.ErrBadLightBlock{Reason: errors.New("x")}, ErrVerifyFailed},
 	} {
 		got := p.classify(tc.ctx, time.Now(), "verifying", tc.err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,13 @@ const (
 	maxSnapshotStalls = 3
 	// maxPendingSnapshots caps snapshot advertisements waiting for the loop.
 	maxPendingSnapshots = 4096
+	// maxSnapshotCredit caps the advertisements one peer may still send
+	// (two requests' worth: answers to a request may cross the next one).
+	maxSnapshotCredit = 2 * recentSnapshots
+	// snapshotSlack is how many advertisements beyond its credit a peer is
+	// forgiven (answers to a request made by an earlier Sync) before it is
+	// punished for flooding.
+	snapshotSlack = recentSnapshots
 	// chunkInboxSize is how many received chunks may wait for the loop;
 	// beyond that the sending peers' receive routines wait (backpressure).
 	// None: each connection holds at most the one chunk it is handing over,
@@ -211,6 +219,12 @@ type restoreTarget struct {
 // hands it messages: snapshot advertisements and peer events through a
 // mutex-guarded inbox that never blocks, chunks through a small channel
 // whose backpressure bounds memory.
+//
+// What a peer can make the inbox hold: advertisements only up to its
+// credit (maxSnapshotCredit, granted by asking it), checked at enqueue
+// under the inbox lock; more than snapshotSlack beyond it gets the peer
+// punished, and a departing peer's queued advertisements are dropped with
+// it. The pool's own budgets are on snapshotPool.
 type syncer struct {
 	r        *Reactor
 	cfg      Config
@@ -219,6 +233,8 @@ type syncer struct {
 	inMtx     sync.Mutex
 	snapsIn   []inSnapshot
 	peersIn   []peerEvent
+	asked     map[p2p.ID]int // advertisements a peer may still send (its credit)
+	excess    map[p2p.ID]int // advertisements a peer sent beyond its credit
 	target    *restoreTarget
 	wake      chan struct{} // capacity 1
 	chunkCh   chan inChunk
@@ -226,7 +242,6 @@ type syncer struct {
 
 	// loop-owned
 	pool     *snapshotPool
-	asked    map[p2p.ID]int // snapshot advertisements still expected
 	queues   map[snapshotKey]*chunkQueue
 	scheds   map[snapshotKey]*fetchScheduler
 	stalls   map[snapshotKey]int
@@ -242,6 +257,7 @@ func newSyncer(r *Reactor) *syncer {
 		chunkCh: make(chan inChunk, chunkInboxSize),
 		pool:    newSnapshotPool(),
 		asked:   make(map[p2p.ID]int),
+		excess:  make(map[p2p.ID]int),
 		queues:  make(map[snapshotKey]*chunkQueue),
 		scheds:  make(map[snapshotKey]*fetchScheduler),
 		stalls:  make(map[snapshotKey]int),
@@ -255,25 +271,54 @@ func (s *syncer) signal() {
 	}
 }
 
-// addSnapshot queues an advertisement for the loop; never blocks.
+// addSnapshot queues an advertisement for the loop; never blocks. It is
+// checked here, under the inbox lock, before anything is held: only a peer
+// with credit left (see requestSnapshots) may queue one, so the inbox holds
+// at most maxSnapshotCredit advertisements per connected peer. A peer that
+// sends more than snapshotSlack beyond its credit is flooding: punished.
 func (s *syncer) addSnapshot(peer p2p.ID, m *ssproto.SnapshotsResponse) {
 	s.inMtx.Lock()
-	defer s.inMtx.Unlock()
-	if len(s.snapsIn) >= maxPendingSnapshots {
+	if s.asked[peer] <= 0 || len(s.snapsIn) >= maxPendingSnapshots {
+		s.excess[peer]++
+		flood := s.excess[peer] > snapshotSlack
+		s.inMtx.Unlock()
 		s.r.metrics.Unsolicited()
+		s.r.logger.Debug("Dropping unsolicited snapshot", "peer", peer, "height", m.Height)
+		if flood {
+			s.r.punish(peer, fmt.Errorf("%w: %w: more than %d snapshot advertisements beyond those asked for",
+				ErrPeerMisbehaved, ErrUnsolicited, snapshotSlack))
+		}
 		return
 	}
+	s.asked[peer]--
 	s.snapsIn = append(s.snapsIn, inSnapshot{peer: peer, msg: m})
+	s.inMtx.Unlock()
 	s.signal()
+}
+
+// credit allows peer to send recentSnapshots more advertisements (it was
+// just asked), up to maxSnapshotCredit.
+func (s *syncer) credit(peer p2p.ID) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	s.asked[peer] = min(s.asked[peer]+recentSnapshots, maxSnapshotCredit)
 }
 
 // peerUp and peerDown queue peer events for the loop; never block.
 func (s *syncer) peerUp(peer p2p.ID)   { s.peerEvent(peer, true) }
 func (s *syncer) peerDown(peer p2p.ID) { s.peerEvent(peer, false) }
 
+// peerEvent queues a peer event. A departed peer's credit, and its
+// advertisements still queued, are dropped at once, so that nothing of it
+// reaches the pool after it left.
 func (s *syncer) peerEvent(peer p2p.ID, up bool) {
 	s.inMtx.Lock()
 	defer s.inMtx.Unlock()
+	if !up {
+		delete(s.asked, peer)
+		delete(s.excess, peer)
+		s.snapsIn = slices.DeleteFunc(s.snapsIn, func(in inSnapshot) bool { return in.peer == peer })
+	}
 	s.peersIn = append(s.peersIn, peerEvent{peer: peer, up: up})
 	s.signal()
 }
@@ -331,8 +376,11 @@ func (s *syncer) requestSnapshots(peers ...p2p.ID) {
 		if s.pool.isRejectedPeer(id) || !s.r.peers.has(id, SnapshotChannel) {
 			continue
 		}
-		if s.r.trySend(id, SnapshotChannel, &ssproto.SnapshotsRequest{}) {
-			s.asked[id] = recentSnapshots
+		s.credit(id) // before sending: the answers may beat trySend's return
+		if !s.r.trySend(id, SnapshotChannel, &ssproto.SnapshotsRequest{}) {
+			s.inMtx.Lock()
+			s.asked[id] = max(0, s.asked[id]-recentSnapshots)
+			s.inMtx.Unlock()
 		}
 	}
 }
@@ -346,19 +394,15 @@ func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPee
 			s.requestSnapshots(ev.peer)
 			continue
 		}
-		delete(s.asked, ev.peer)
 		s.pool.removePeer(ev.peer)
 		if onPeerDown != nil {
 			onPeerDown(ev.peer)
 		}
 	}
 	for _, in := range snaps {
-		if s.asked[in.peer] <= 0 {
-			s.r.metrics.Unsolicited()
-			s.r.logger.Debug("Dropping unsolicited snapshot", "peer", in.peer, "height", in.msg.Height)
-			continue
+		if !s.r.peers.has(in.peer, SnapshotChannel) {
+			continue // it left after queueing this (PeerDown runs after its removal from the list)
 		}
-		s.asked[in.peer]--
 		snap, isNew := s.pool.add(in.peer, in.msg)
 		if snap == nil {
 			continue
@@ -469,13 +513,21 @@ func (s *syncer) waitUntil(ctx context.Context, t time.Time) error {
 	return nil
 }
 
-// classifyProvider turns a state-provider error into a decision.
+// classifyProvider turns a state-provider error into a decision. Only an
+// error that says the snapshot itself cannot be verified rejects it;
+// unavailable, lagging or disagreeing sources defer it.
 func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error {
 	switch {
 	case errors.Is(err, ErrTrustExpired):
 		return err // no snapshot can be verified: terminal
 	case errors.Is(err, ErrHeightNotAvailable):
 		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
+		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
+	case errors.Is(err, ErrProvidersDisagree):
+		// A provider fault, not a snapshot fault: the liars are left out
+		// (and punished over P2P) when a majority exists; else wait.
+		s.r.logger.Info("Verification sources disagree; keeping the snapshot", "height", snap.Height, "err", err)
 		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
