@@ -192,7 +192,7 @@ func (r *Reactor) startBackfill(run func(ctx context.Context) (BackfillResult, e
 		}
 	}
 	done := make(chan struct{})
-	r.bfDone = done
+	r.bfDone, r.lastBackfill = done, nil
 	r.mtx.Unlock()
 	started := r.goFunc(func(ctx context.Context) {
 		r.metrics.SetBackfilling(true)

@@ -439,7 +439,7 @@ func reasonLabel(err error) string {
 
 // LastBackfill returns the outcome of the last background backfill
 // (started by Sync, StartBackfill or ResumeBackfill) once it has ended, or
-// nil if none has.
+// nil if none was started or one is running.
 func (r *Reactor) LastBackfill() *BackfillResult {
 	r.mtx.Lock()
 	defer r.mtx.Unlock()
