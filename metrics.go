@@ -82,6 +82,7 @@ type promMetrics struct {
 	peersPunished    *prometheus.CounterVec
 	unsolicited      prometheus.Counter
 	requestsDropped  prometheus.Counter
+	responsesDropped prometheus.Counter
 	backfilled       prometheus.Gauge
 	backfillTotal    prometheus.Gauge
 	backfillRate     prometheus.Gauge
@@ -142,9 +143,11 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		peersPunished:   counterVec("peers_punished_total", "Peers disconnected for cause, by reason.", "reason"),
 		unsolicited:     counter("unsolicited_messages_total", "Late, duplicate or unsolicited responses dropped."),
 		requestsDropped: counter("requests_dropped_total", "Inbound requests dropped because the peer had too many queued."),
-		backfilled:      gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
-		backfillTotal:   gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
-		backfillRate:    gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
+		responsesDropped: counter("responses_dropped_total",
+			"Responses dropped because the peer's send queue was full (a slow or stalled reader)."),
+		backfilled:    gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
+		backfillTotal: gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
+		backfillRate:  gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
 	}
 	cols := []struct {
 		col   prometheus.Collector
@@ -165,6 +168,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		{p.peersPunished, adoptInto(&p.peersPunished)},
 		{p.unsolicited, adoptInto(&p.unsolicited)},
 		{p.requestsDropped, adoptInto(&p.requestsDropped)},
+		{p.responsesDropped, adoptInto(&p.responsesDropped)},
 		{p.backfilled, adoptInto(&p.backfilled)},
 		{p.backfillTotal, adoptInto(&p.backfillTotal)},
 		{p.backfillRate, adoptInto(&p.backfillRate)},
@@ -449,6 +453,15 @@ func (m *Metrics) RequestDropped() {
 		return
 	}
 	m.prom.requestsDropped.Inc()
+}
+
+// ResponseDropped counts a response dropped because the peer's send queue
+// was full.
+func (m *Metrics) ResponseDropped() {
+	if m == nil || m.prom == nil {
+		return
+	}
+	m.prom.responsesDropped.Inc()
 }
 
 // SetBackfillTotal starts a backfill of at most n blocks: it resets the

@@ -2,6 +2,7 @@ package statesync
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -168,7 +169,7 @@ func (r *Reactor) serve(ctx context.Context, j serveJob) {
 			return
 		}
 		for _, s := range snapshots {
-			if !r.router().Send(j.peer, ssproto.SnapshotChannel, s) {
+			if !r.respond(j.peer, ssproto.SnapshotChannel, s) {
 				return
 			}
 		}
@@ -193,7 +194,7 @@ func (r *Reactor) serve(ctx context.Context, j serveJob) {
 		default:
 			out.Chunk = resp.Chunk
 		}
-		r.router().Send(j.peer, ssproto.ChunkChannel, out)
+		r.respond(j.peer, ssproto.ChunkChannel, out)
 
 	case *ssproto.LightBlockRequest:
 		lb, err := r.loadLightBlock(int64(msg.Height))
@@ -201,7 +202,7 @@ func (r *Reactor) serve(ctx context.Context, j serveJob) {
 			logger.Error("Failed to load light block", "height", msg.Height, "err", err)
 			return
 		}
-		r.router().Send(j.peer, ssproto.LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: lb})
+		r.respond(j.peer, ssproto.LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: lb})
 
 	case *ssproto.ParamsRequest:
 		params, err := r.loadParams(int64(msg.Height))
@@ -212,9 +213,27 @@ func (r *Reactor) serve(ctx context.Context, j serveJob) {
 		if params == nil {
 			return
 		}
-		r.router().Send(j.peer, ssproto.ParamsChannel,
+		r.respond(j.peer, ssproto.ParamsChannel,
 			&ssproto.ParamsResponse{Height: msg.Height, ConsensusParams: *params})
 	}
+}
+
+// respond queues a response for peer without waiting for room: when the
+// peer's send queue on ch is full (a peer that reads slowly, or not at
+// all), the response is dropped and counted, and the worker moves on,
+// releasing what it loaded. The requester times out and asks again,
+// here or elsewhere. A blocking send would hold the worker, and the
+// chunk, for up to the p2p layer's send timeout (10 s on an
+// MConnection): a handful of peers that never read would hold every
+// worker. It returns whether the response was queued.
+func (r *Reactor) respond(peer p2p.ID, ch byte, msg proto.Message) bool {
+	if r.trySend(peer, ch, msg) {
+		return true
+	}
+	r.metrics.ResponseDropped()
+	r.logger.Debug("Dropped response: the peer's send queue is full or the peer is gone",
+		"peer", peer, "channel", ch, "msg", fmt.Sprintf("%T", msg))
+	return false
 }
 
 // recentSnapshots lists the app's snapshots, most recent first (height

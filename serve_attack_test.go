@@ -1,0 +1,209 @@
+package statesync
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/p2ptest"
+	ssproto "github.com/statesync/statesync/proto"
+)
+
+// The serving-side attacks of issue 10 ("slow reader", "request flooder"),
+// each on real MConnections against a serving Reactor with its default
+// serving limits. Each test logs one line in the form
+//
+//	attack=<name> completed=<bool> time=<duration> heap_growth_mib=<float> punished=<bool> throttled=<bool>
+//
+// (serveAttackReport.log) for the attacker table of RELIABILITY.md:
+// completed means the honest peer was served despite the attacker, time is
+// how long the honest peer's requests took, heap growth is the peak growth
+// of the process's heap objects during the attack.
+
+// serveAttackReport is the outcome of one serving-side attack.
+type serveAttackReport struct {
+	name       string
+	completed  bool
+	took       time.Duration
+	heapGrowth uint64 // bytes
+	punished   bool
+	throttled  bool
+}
+
+func (r serveAttackReport) String() string {
+	return fmt.Sprintf("attack=%s completed=%t time=%s heap_growth_mib=%.1f punished=%t throttled=%t",
+		r.name, r.completed, r.took.Round(time.Millisecond), float64(r.heapGrowth)/(1<<20), r.punished, r.throttled)
+}
+
+func (r serveAttackReport) log(t *testing.T) {
+	t.Helper()
+	t.Log(r.String())
+}
+
+// heapPeak samples the heap every few milliseconds until stopped and
+// returns the peak growth of heap objects above the baseline.
+func heapPeak(t *testing.T) (stop func() uint64) {
+	t.Helper()
+	runtime.GC()
+	read := func() uint64 {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	base := read()
+	var peak atomic.Uint64
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if h := read(); h > base && h-base > peak.Load() {
+				peak.Store(h - base)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() uint64 {
+		once.Do(func() { close(done); <-exited })
+		return peak.Load()
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// serveFixture is a serving node (our Reactor over a kvapp snapshot) and a
+// way to add requesting peers to it over real MConnections (net.Pipe, so
+// that a peer that stops reading stalls the server's writes at once, with
+// no kernel buffer in between).
+type serveFixture struct {
+	t       *testing.T
+	app     *kvapp.App
+	reactor *Reactor
+	reg     *prometheus.Registry
+	node    *p2ptest.Node
+	height  uint64
+	chunks  uint32
+	peers   int
+}
+
+func newServeFixture(t *testing.T, chunkSize, nChunks int, tune func(*Config)) *serveFixture {
+	t.Helper()
+	app := kvapp.New(kvapp.Options{Keys: nChunks * chunkSize / 1024, ValueSize: 1000, ChunkSize: chunkSize, Height: 10})
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg, "test")
+	require.NoError(t, err)
+	conns := newAppConns(t, app)
+	cfg := TestConfig()
+	if tune != nil {
+		tune(&cfg)
+	}
+	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), Metrics: m})
+	require.NoError(t, err)
+	f := &serveFixture{t: t, app: app, reactor: r, reg: reg, height: 10}
+	f.node = p2ptest.Start(t, p2ptest.Config(0), 0, map[string]p2p.Reactor{"STATESYNC": r}, nil)
+	snaps, err := r.recentSnapshots(syncCtx(t))
+	require.NoError(t, err)
+	require.Len(t, snaps, 1)
+	f.chunks = snaps[0].Chunks
+	return f
+}
+
+// peer starts a node holding a probe that speaks our channels, connects it
+// to the server over a pipe and returns the probe's side of the server.
+func (f *serveFixture) peer(onReceive func(p2p.Envelope)) p2p.Peer {
+	f.t.Helper()
+	f.peers++
+	probe := p2ptest.NewProbe("PROBE", f.reactor.GetChannels(), onReceive)
+	n := p2ptest.Start(f.t, p2ptest.Config(0), f.peers, map[string]p2p.Reactor{"PROBE": probe}, nil)
+	p2ptest.ConnectPipe(f.t, f.node, n)
+	p := n.Peer(f.node.ID())
+	require.NotNil(f.t, p)
+	return p
+}
+
+func (f *serveFixture) metric(name string) float64 {
+	return metricValue(f.t, f.reg, "test_statesync_"+name, "")
+}
+
+func (f *serveFixture) chunkRequest(i int) p2p.Envelope {
+	return p2p.Envelope{ChannelID: ChunkChannel, Message: &ssproto.ChunkRequest{
+		Height: f.height, Format: kvapp.Format, Index: uint32(i) % f.chunks,
+	}}
+}
+
+// slowReaderBound is how long the honest peer may wait for its chunk while
+// four peers that never read keep every serving worker busy. Before
+// responses went out with TrySend, each blocked worker held its chunk for
+// CometBFT's full send timeout (10 s), and so did the honest request.
+const slowReaderBound = 5 * time.Second
+
+// runSlowReaders: four peers ask for chunks and never read what they are
+// sent (their receive routine blocks on the first message), and an honest
+// peer asks for one chunk.
+func runSlowReaders(t *testing.T) serveAttackReport {
+	rep := serveAttackReport{name: "slow reader"}
+	f := newServeFixture(t, 256<<10, 8, nil)
+	heap := heapPeak(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	const attackers, perAttacker = 4, 128
+	for a := 0; a < attackers; a++ {
+		p := f.peer(func(p2p.Envelope) { <-release })
+		for i := 0; i < perAttacker; i++ {
+			require.True(t, p.Send(f.chunkRequest(i)))
+		}
+	}
+	// Every worker has had the chance to get stuck: each attacker's
+	// connection has a response being written, a full send queue, and
+	// its 2 concurrent requests in the workers (7 loads each).
+	waitFor(t, "the slow readers' send queues to fill", func() bool { return f.app.Stats().Loads >= attackers*7 })
+
+	got := make(chan *ssproto.ChunkResponse, 1)
+	honest := f.peer(func(e p2p.Envelope) {
+		if m, ok := e.Message.(*ssproto.ChunkResponse); ok {
+			select {
+			case got <- m:
+			default:
+			}
+		}
+	})
+	start := time.Now()
+	require.True(t, honest.Send(f.chunkRequest(3)))
+	select {
+	case m := <-got:
+		rep.took = time.Since(start)
+		rep.completed = !m.Missing && len(m.Chunk) > 0
+	case <-time.After(3 * slowReaderBound):
+		rep.took = time.Since(start)
+	}
+	rep.heapGrowth = heap()
+	rep.throttled = f.metric("responses_dropped_total") > 0
+	rep.punished = f.metric("peers_punished_total") > 0
+	return rep
+}
+
+// TestServeSlowReadersCannotMonopoliseWorkers: four peers that never read
+// cannot delay an honest peer's chunk beyond a small bound; the responses
+// their full send queues cannot take are dropped and counted.
+func TestServeSlowReadersCannotMonopoliseWorkers(t *testing.T) {
+	rep := runSlowReaders(t)
+	rep.log(t)
+	require.True(t, rep.completed, "the honest peer got no chunk")
+	require.Less(t, rep.took, slowReaderBound, "the slow readers delayed the honest peer")
+	require.True(t, rep.throttled, "no response to a slow reader was dropped and counted")
+}
