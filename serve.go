@@ -100,18 +100,32 @@ func (q *serveQueue) pop() (serveJob, bool) {
 	return serveJob{}, false
 }
 
-// next blocks until a job is runnable or ctx ends.
+// next blocks until a job is runnable or ctx ends. Shutdown is checked
+// before every pop: once ctx ends, queued jobs are dropped (and their
+// memory released), never served, so Stop waits only for the jobs
+// already running.
 func (q *serveQueue) next(ctx context.Context) (serveJob, bool) {
 	for {
+		if ctx.Err() != nil {
+			q.clear()
+			return serveJob{}, false
+		}
 		if j, ok := q.pop(); ok {
 			return j, true
 		}
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
-			return serveJob{}, false
 		}
 	}
+}
+
+// clear drops every queued job (running ones finish and call done).
+func (q *serveQueue) clear() {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	clear(q.queues)
+	q.order = nil
 }
 
 // done marks one of peer's jobs finished.

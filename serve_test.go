@@ -2,9 +2,13 @@ package statesync
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cometbft/cometbft/p2p"
+	"github.com/cosmos/gogoproto/proto"
 	"github.com/stretchr/testify/require"
 
 	ssproto "github.com/statesync/statesync/proto"
@@ -46,4 +50,44 @@ func TestServeQueueCapsAndFairness(t *testing.T) {
 	cancel()
 	_, ok = q.next(ctx)
 	require.False(t, ok)
+}
+
+// blockingRouter is a Router whose Send blocks for a second (a p2p layer
+// whose queues stay full) and that has no TrySend. It counts Sends.
+type blockingRouter struct {
+	sends atomic.Int64
+}
+
+func (b *blockingRouter) Send(p2p.ID, byte, proto.Message) bool {
+	b.sends.Add(1)
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	<-t.C
+	return false
+}
+
+func (b *blockingRouter) Punish(p2p.ID, error) {}
+
+// TestServeStopDropsQueuedWork: with 512 requests queued behind workers
+// stuck in a blocking Send, Stop waits only for the requests being served
+// (one Send per worker), not for the whole queue (before: 512 Sends, a
+// minute).
+func TestServeStopDropsQueuedWork(t *testing.T) {
+	r := newBareReactor(t, nil)
+	rt := &blockingRouter{}
+	r.AttachRouter(rt)
+	require.NoError(t, r.Start())
+	const peers, perPeer = 4, 128
+	for p := 0; p < peers; p++ {
+		id := p2p.ID(fmt.Sprintf("peer%d", p))
+		r.PeerUp(id, nil)
+		for i := 0; i < perPeer; i++ {
+			r.Deliver(id, ChunkChannel, &ssproto.ChunkRequest{Height: 1, Index: uint32(i)})
+		}
+	}
+	workers := int64(r.cfg.ServeWorkers)
+	waitFor(t, "every worker stuck in Send", func() bool { return rt.sends.Load() >= workers })
+	require.NoError(t, r.Stop())
+	require.Equal(t, workers, rt.sends.Load(), "Stop served queued requests")
+	require.Error(t, r.Stop(), "Stop is idempotent (BaseService reports already stopped)")
 }
