@@ -83,6 +83,7 @@ type promMetrics struct {
 	unsolicited      prometheus.Counter
 	requestsDropped  prometheus.Counter
 	responsesDropped prometheus.Counter
+	requestsThrottle prometheus.Counter
 	backfilled       prometheus.Gauge
 	backfillTotal    prometheus.Gauge
 	backfillRate     prometheus.Gauge
@@ -145,6 +146,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		requestsDropped: counter("requests_dropped_total", "Inbound requests dropped because the peer had too many queued."),
 		responsesDropped: counter("responses_dropped_total",
 			"Responses dropped because the peer's send queue was full (a slow or stalled reader)."),
+		requestsThrottle: counter("requests_throttled_total",
+			"Inbound requests dropped because the peer was over its serving budget (chunk bytes or light-block load time)."),
 		backfilled:    gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
 		backfillTotal: gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
 		backfillRate:  gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
@@ -169,6 +172,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		{p.unsolicited, adoptInto(&p.unsolicited)},
 		{p.requestsDropped, adoptInto(&p.requestsDropped)},
 		{p.responsesDropped, adoptInto(&p.responsesDropped)},
+		{p.requestsThrottle, adoptInto(&p.requestsThrottle)},
 		{p.backfilled, adoptInto(&p.backfilled)},
 		{p.backfillTotal, adoptInto(&p.backfillTotal)},
 		{p.backfillRate, adoptInto(&p.backfillRate)},
@@ -462,6 +466,15 @@ func (m *Metrics) ResponseDropped() {
 		return
 	}
 	m.prom.responsesDropped.Inc()
+}
+
+// RequestThrottled counts an inbound request dropped because the peer was
+// over its serving budget.
+func (m *Metrics) RequestThrottled() {
+	if m == nil || m.prom == nil {
+		return
+	}
+	m.prom.requestsThrottle.Inc()
 }
 
 // SetBackfillTotal starts a backfill of at most n blocks: it resets the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/p2p"
@@ -75,6 +76,9 @@ type Reactor struct {
 	limits   ssproto.Limits
 	peers    *peerList
 	serveQ   *serveQueue
+	serveLim *serveLimiter // per-peer serving budgets (serve.go)
+	chunks   *chunkCache   // loaded chunks shared between peers (serve.go)
+	lights   *lightCache   // served light blocks (lightserve.go)
 	progress *progressHub
 
 	dispatcher *dispatcher
@@ -122,8 +126,12 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 		limits:   limits,
 		peers:    newPeerList(),
 		serveQ:   newServeQueue(cfg.ServeQueuePerPeer, cfg.ServePerPeer),
+		serveLim: newServeLimiter(cfg, time.Now),
+		chunks:   newChunkCache(cfg.ServeChunkCache),
+		lights:   newLightCache(cfg.ServeLightCache),
 		progress: newProgressHub(),
 	}
+	r.serveQ.ready = r.jobReady
 	r.BaseReactor = *p2p.NewBaseReactor("StateSync", r)
 	r.BaseReactor.SetLogger(deps.Logger)
 	r.dispatcher = newDispatcher(r.sendFunc(), r.logger, r.metrics)
@@ -179,7 +187,7 @@ func (r *Reactor) GetChannels() []*p2p.ChannelDescriptor {
 			RecvMessageCapacity: ssproto.ChunkMsgSize, MessageType: &ssproto.Message{},
 		},
 		{
-			ID: LightBlockChannel, Priority: 5, SendQueueCapacity: 10,
+			ID: LightBlockChannel, Priority: 5, SendQueueCapacity: r.cfg.ServeQueuePerPeer,
 			RecvMessageCapacity: ssproto.LightBlockMsgSize, MessageType: &ssproto.Message{},
 		},
 		{
@@ -286,6 +294,7 @@ func (r *Reactor) PeerDown(id p2p.ID) {
 	n := r.peers.len()
 	r.metrics.SetPeers(n)
 	r.serveQ.dropPeer(id)
+	r.serveLim.removePeer(id)
 	r.dispatcher.removePeer(id)
 	if s := r.activeSyncer(); s != nil {
 		r.progress.update(func(p *Progress) { p.Peers = n })
@@ -312,10 +321,7 @@ func (r *Reactor) Deliver(peer p2p.ID, chID byte, msg proto.Message) {
 	}
 	switch m := msg.(type) {
 	case *ssproto.SnapshotsRequest, *ssproto.ChunkRequest, *ssproto.LightBlockRequest, *ssproto.ParamsRequest:
-		if !r.serveQ.push(serveJob{peer: peer, ch: chID, msg: msg}) {
-			r.metrics.RequestDropped()
-			r.logger.Debug("Dropping request: peer has too many queued", "peer", peer, "msg", fmt.Sprintf("%T", msg))
-		}
+		r.enqueueRequest(peer, chID, msg)
 
 	case *ssproto.SnapshotsResponse:
 		s := r.activeSyncer()

@@ -168,10 +168,12 @@ func runSlowReaders(t *testing.T) serveAttackReport {
 			require.True(t, p.Send(f.chunkRequest(i)))
 		}
 	}
-	// Every worker has had the chance to get stuck: each attacker's
-	// connection has a response being written, a full send queue, and
-	// its 2 concurrent requests in the workers (7 loads each).
-	waitFor(t, "the slow readers' send queues to fill", func() bool { return f.app.Stats().Loads >= attackers*7 })
+	// Every slow reader's send queue is full: responses to them are being
+	// dropped. (Before TrySend, this is where every worker was stuck in a
+	// blocking Send, and nothing was counted.)
+	waitFor(t, "the slow readers' send queues to fill", func() bool {
+		return f.metric("responses_dropped_total") >= attackers
+	})
 
 	got := make(chan *ssproto.ChunkResponse, 1)
 	honest := f.peer(func(e p2p.Envelope) {
@@ -206,4 +208,58 @@ func TestServeSlowReadersCannotMonopoliseWorkers(t *testing.T) {
 	require.True(t, rep.completed, "the honest peer got no chunk")
 	require.Less(t, rep.took, slowReaderBound, "the slow readers delayed the honest peer")
 	require.True(t, rep.throttled, "no response to a slow reader was dropped and counted")
+}
+
+// runRequestFlooder: one peer sends 4096 chunk requests as fast as its
+// connection takes them (32 times its queue cap) while an honest peer
+// fetches every chunk of the snapshot, one at a time.
+func runRequestFlooder(t *testing.T) serveAttackReport {
+	rep := serveAttackReport{name: "request flooder"}
+	f := newServeFixture(t, 64<<10, 16, nil)
+	heap := heapPeak(t)
+	flooder := f.peer(nil)
+	got := make(chan *ssproto.ChunkResponse, 1)
+	honest := f.peer(func(e p2p.Envelope) {
+		if m, ok := e.Message.(*ssproto.ChunkResponse); ok {
+			got <- m
+		}
+	})
+	floodDone := make(chan struct{})
+	go func() {
+		defer close(floodDone)
+		for i := 0; i < 4096; i++ {
+			if !flooder.Send(f.chunkRequest(i)) {
+				return // disconnected
+			}
+		}
+	}()
+	start := time.Now()
+	rep.completed = true
+	for i := 0; i < int(f.chunks) && rep.completed; i++ {
+		require.True(t, honest.Send(f.chunkRequest(i)))
+		select {
+		case m := <-got:
+			rep.completed = !m.Missing && m.Index == uint32(i)
+		case <-time.After(20 * time.Second):
+			rep.completed = false
+		}
+	}
+	rep.took = time.Since(start)
+	<-floodDone
+	waitFor(t, "the flooder disconnected", func() bool { return !flooder.IsRunning() })
+	rep.heapGrowth = heap()
+	rep.punished = f.metric("peers_punished_total") > 0
+	rep.throttled = f.metric("requests_dropped_total")+f.metric("requests_throttled_total") > 0
+	return rep
+}
+
+// TestServeRequestFlooderPunished: a peer sending far more requests than
+// its queue cap is disconnected for cause; an honest peer asking at the
+// same time gets every chunk.
+func TestServeRequestFlooderPunished(t *testing.T) {
+	rep := runRequestFlooder(t)
+	rep.log(t)
+	require.True(t, rep.completed, "the honest peer was not served")
+	require.True(t, rep.punished, "the flooder was not punished")
+	require.True(t, rep.throttled)
 }

@@ -26,15 +26,15 @@ func TestServeQueueCapsAndFairness(t *testing.T) {
 	require.True(t, q.push(job("polite", 0)))
 
 	// One running per peer; peers alternate.
-	j1, ok := q.pop()
+	j1, ok, _ := q.pop()
 	require.True(t, ok)
-	j2, ok := q.pop()
+	j2, ok, _ := q.pop()
 	require.True(t, ok)
 	require.NotEqual(t, j1.peer, j2.peer)
-	_, ok = q.pop()
+	_, ok, _ = q.pop()
 	require.False(t, ok, "both peers are at their running cap")
 	q.done("greedy")
-	j3, ok := q.pop()
+	j3, ok, _ := q.pop()
 	require.True(t, ok)
 	require.Equal(t, p2p.ID("greedy"), j3.peer)
 
@@ -42,7 +42,7 @@ func TestServeQueueCapsAndFairness(t *testing.T) {
 	q.dropPeer("greedy")
 	q.done("greedy")
 	q.done("polite")
-	_, ok = q.pop()
+	_, ok, _ = q.pop()
 	require.False(t, ok)
 
 	// next returns when ctx ends.
