@@ -11,6 +11,7 @@ import (
 	"github.com/cosmos/gogoproto/proto"
 	"github.com/stretchr/testify/require"
 
+	"github.com/statesync/statesync/internal/kvapp"
 	ssproto "github.com/statesync/statesync/proto"
 )
 
@@ -90,4 +91,45 @@ func TestServeStopDropsQueuedWork(t *testing.T) {
 	require.NoError(t, r.Stop())
 	require.Equal(t, workers, rt.sends.Load(), "Stop served queued requests")
 	require.Error(t, r.Stop(), "Stop is idempotent (BaseService reports already stopped)")
+}
+
+// consensusPriorities are CometBFT v0.40's consensus channel priorities
+// (consensus/reactor.go, GetChannels): State, Data, Vote, VoteSetBits.
+// Constructing a consensus reactor needs a running consensus state, so
+// they are written down here.
+var consensusPriorities = map[string]int{"State": 6, "Data": 10, "Vote": 7, "VoteSetBits": 1}
+
+// TestChannelsYieldToConsensus checks the descriptors GetChannels declares
+// against CometBFT's: no channel of ours outranks the built-in state sync
+// reactor's (or, for the light-block and params channels it lacks, its
+// chunk channel), every one is below the busy consensus channels (State,
+// Data, Vote), a chunk send queue holds no more than the built-in's, and
+// the queues fit what honest requesters keep in flight now that responses
+// are sent with TrySend.
+func TestChannelsYieldToConsensus(t *testing.T) {
+	r := newBareReactor(t, nil)
+	stock := map[byte]*p2p.ChannelDescriptor{}
+	for _, d := range stockReactor(t, kvapp.New(kvapp.Options{})).GetChannels() {
+		stock[d.ID] = d
+	}
+	ours := map[byte]*p2p.ChannelDescriptor{}
+	for _, d := range r.GetChannels() {
+		ours[d.ID] = d
+		ref, ok := stock[d.ID]
+		if !ok {
+			ref = stock[ChunkChannel]
+		}
+		require.LessOrEqual(t, d.Priority, ref.Priority, "channel %#x outranks CometBFT's state sync", d.ID)
+		for name, p := range consensusPriorities {
+			if name != "VoteSetBits" {
+				require.Less(t, d.Priority, p, "channel %#x does not yield to consensus %s", d.ID, name)
+			}
+		}
+	}
+	require.LessOrEqual(t, ours[ChunkChannel].SendQueueCapacity, stock[ChunkChannel].SendQueueCapacity)
+	require.GreaterOrEqual(t, ours[ChunkChannel].SendQueueCapacity+1, DefaultChunkWindow,
+		"a requester's default window of chunks does not fit the queue")
+	require.GreaterOrEqual(t, ours[SnapshotChannel].SendQueueCapacity, recentSnapshots)
+	require.GreaterOrEqual(t, ours[LightBlockChannel].SendQueueCapacity, r.cfg.ServeQueuePerPeer,
+		"a backfilling peer's window of light blocks does not fit the queue")
 }
