@@ -117,9 +117,11 @@ type Config struct {
 	// ServeChunkRate (serve_chunk_rate, default 104857600 = 100 MiB/s):
 	// bytes of snapshot chunks one peer may have loaded per second (burst
 	// one second's worth). A peer over its budget has its chunk requests
-	// dropped, unloaded, and asks elsewhere; one that keeps flooding is
-	// disconnected. The default is 20 times CometBFT's default connection
-	// rate, so it binds only peers asking for chunks they do not read.
+	// held in its queue, unloaded, until the budget refills (more than
+	// serve_queue_per_peer are dropped; a peer that keeps sending them is
+	// disconnected for flooding). The default is 20 times CometBFT's
+	// default connection rate, so it binds only peers asking for chunks
+	// they do not read.
 	ServeChunkRate int64 `mapstructure:"serve_chunk_rate" toml:"serve_chunk_rate"`
 
 	// ServeChunkCache (serve_chunk_cache, default 33554432 = 32 MiB, 0 to
@@ -133,7 +135,8 @@ type Config struct {
 	// A light block at a height far from a validator-set checkpoint costs
 	// CometBFT's LoadValidators up to 100 000 proposer-priority increments
 	// (tens of milliseconds with 150 validators); cached ones cost
-	// microseconds. A peer over its budget has its requests dropped.
+	// microseconds; loads under 10 ms are not charged. A peer over its
+	// budget has its requests held in its queue until the budget refills.
 	ServeLightTime time.Duration `mapstructure:"serve_light_time" toml:"serve_light_time"`
 
 	// ServeLightCache (serve_light_cache, default 8388608 = 8 MiB, 0 to
