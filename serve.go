@@ -200,6 +200,11 @@ func (r *Reactor) serveWorker(ctx context.Context) {
 		}
 		r.serve(ctx, j)
 		r.serveQ.done(j.peer)
+		if !r.peers.has(j.peer, j.ch) {
+			// The peer left while its request ran (or never said it
+			// came): forget the budget record serving it created.
+			r.serveLim.removePeer(j.peer)
+		}
 	}
 }
 
@@ -338,7 +343,9 @@ func (r *Reactor) respond(peer p2p.ID, ch byte, msg proto.Message) bool {
 		return true
 	}
 	r.metrics.ResponseDropped()
-	r.serveLim.stall(peer)
+	if r.peers.has(peer, ch) {
+		r.serveLim.stall(peer)
+	}
 	r.logger.Debug("Dropped response: the peer's send queue is full or the peer is gone",
 		"peer", peer, "channel", ch, "msg", fmt.Sprintf("%T", msg))
 	return false

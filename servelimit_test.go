@@ -3,6 +3,7 @@ package statesync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -281,4 +282,27 @@ func TestServeLightBlockBudget(t *testing.T) {
 	// A second later the flooder has budget again.
 	clk.advance(time.Second)
 	waitFor(t, "the flooder served again", func() bool { return rt.count("flooder") > 6 })
+}
+
+// TestServeLimiterForgetsDepartedPeers: serving a peer that is gone (or
+// was never announced) leaves no budget record behind, so churning peer
+// IDs cannot grow the limiter.
+func TestServeLimiterForgetsDepartedPeers(t *testing.T) {
+	r, _, rt, _ := newLightServer(t, newFakeClock(), 0, nil)
+	records := func() int {
+		r.serveLim.mtx.Lock()
+		defer r.serveLim.mtx.Unlock()
+		return len(r.serveLim.peers)
+	}
+	for i := 0; i < 50; i++ {
+		id := p2p.ID(fmt.Sprintf("ghost%d", i))
+		r.Deliver(id, LightBlockChannel, &ssproto.LightBlockRequest{Height: 3})
+		waitFor(t, "the answer", func() bool { return rt.count(id) == 1 })
+	}
+	waitFor(t, "no records left", func() bool { return records() == 0 })
+	r.PeerUp("stays", nil)
+	r.Deliver("stays", LightBlockChannel, &ssproto.LightBlockRequest{Height: 3})
+	waitFor(t, "the answer", func() bool { return rt.count("stays") == 1 })
+	r.PeerDown("stays")
+	waitFor(t, "no records left", func() bool { return records() == 0 })
 }
