@@ -68,7 +68,7 @@ type servingResult struct {
 	ours, theirs servingRun
 }
 
-// pingChannels are the descriptors of the ping channel: like CometBFT's
+// pingDescriptor is the descriptor of the ping channel: like CometBFT's
 // consensus VoteChannel.
 func pingDescriptor() *p2p.ChannelDescriptor {
 	return &p2p.ChannelDescriptor{
@@ -209,106 +209,132 @@ func serverReactor(e *env, app *kvapp.App, ours bool, logger log.Logger) (p2p.Re
 	})
 }
 
+// servingNet is one serving node under load: its syncing peers (loaders),
+// an idle peer, and the latencies the ping receivers record.
+type servingNet struct {
+	loaders            []*loader
+	idlePeer, syncPeer p2p.Peer // the server's side of the two pinged peers
+	idleLat, syncLat   latencies
+	bytes              atomic.Int64
+	counting           atomic.Bool
+}
+
+// pingProbe is a probe speaking chans that records the pings it gets in
+// lat (if not nil) and hands chunk responses to onChunk (if not nil).
+func pingProbe(name string, chans []*p2p.ChannelDescriptor, lat *latencies, onChunk func(*ssproto.ChunkResponse)) *p2ptest.Probe {
+	return p2ptest.NewProbe(name, chans, func(ev p2p.Envelope) {
+		switch m := ev.Message.(type) {
+		case *ssproto.ChunkResponse:
+			if onChunk != nil {
+				onChunk(m)
+			}
+		case *ssproto.ParamsRequest:
+			if lat != nil {
+				lat.add(m.Height)
+			}
+		}
+	})
+}
+
+// startServingNet starts the serving node (our Reactor or CometBFT's),
+// the idle peer and c.peers loaders, all connected to the server.
+func startServingNet(e *env, c servingCase, ours bool, logger log.Logger) (*servingNet, error) {
+	app := kvapp.New(kvapp.Options{StreamBytes: c.size, ChunkSize: c.chunk, Height: snapshotHeight, Seed: 11})
+	reactor, err := serverReactor(e, app, ours, logger)
+	if err != nil {
+		return nil, err
+	}
+	p2pCfg := p2ptest.Config(c.rate)
+	pinger := p2ptest.NewProbe("PING", []*p2p.ChannelDescriptor{pingDescriptor()}, nil)
+	server := p2ptest.Start(e, p2pCfg, 0, map[string]p2p.Reactor{"STATESYNC": reactor, "PING": pinger}, nil)
+
+	n := &servingNet{}
+	idle := p2ptest.Start(e, p2pCfg, 1, map[string]p2p.Reactor{
+		"PING": pingProbe("PING", []*p2p.ChannelDescriptor{pingDescriptor()}, &n.idleLat, nil),
+	}, nil)
+	p2ptest.Connect(e, idle, server)
+	n.idlePeer = server.Peer(idle.ID())
+
+	chunks := uint32((c.size + int64(c.chunk) - 1) / int64(c.chunk))
+	for i := 0; i < c.peers; i++ {
+		l := &loader{height: snapshotHeight, chunks: chunks, pending: map[uint32]time.Time{}, bytes: &n.bytes, count: &n.counting}
+		var lat *latencies
+		if i == 0 {
+			lat = &n.syncLat
+		}
+		probe := pingProbe("LOAD", append(loaderDescriptors(), pingDescriptor()), lat, l.onChunk)
+		node := p2ptest.Start(e, p2pCfg, 2+i, map[string]p2p.Reactor{"LOAD": probe}, nil)
+		p2ptest.Connect(e, node, server)
+		l.peer = node.Peer(server.ID())
+		if i == 0 {
+			n.syncPeer = server.Peer(node.ID())
+		}
+		n.loaders = append(n.loaders, l)
+	}
+	if n.idlePeer == nil || n.syncPeer == nil {
+		return nil, fmt.Errorf("the server lost its peers")
+	}
+	return n, nil
+}
+
+// pingLoop pings both peers every pingEvery and expires the loaders'
+// lost requests, until stop is closed.
+func (n *servingNet) pingLoop(stop <-chan struct{}, lost *atomic.Int64) {
+	tick := time.NewTicker(pingEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			for _, p := range []p2p.Peer{n.idlePeer, n.syncPeer} {
+				ping := &ssproto.ParamsRequest{Height: uint64(time.Now().UnixNano())}
+				if !p.TrySend(p2p.Envelope{ChannelID: pingChannel, Message: ping}) {
+					lost.Add(1)
+				}
+			}
+			for _, l := range n.loaders {
+				l.expire(now)
+			}
+		}
+	}
+}
+
+// serveOnce runs the load on one server and measures it.
 func serveOnce(c servingCase, ours bool, logger log.Logger) (run servingRun, err error) {
 	err = withEnv(func(e *env) error {
-		app := kvapp.New(kvapp.Options{StreamBytes: c.size, ChunkSize: c.chunk, Height: snapshotHeight, Seed: 11})
-		reactor, err := serverReactor(e, app, ours, logger)
+		n, err := startServingNet(e, c, ours, logger)
 		if err != nil {
 			return err
 		}
-		p2pCfg := p2ptest.Config(c.rate)
-		pinger := p2ptest.NewProbe("PING", []*p2p.ChannelDescriptor{pingDescriptor()}, nil)
-		server := p2ptest.Start(e, p2pCfg, 0, map[string]p2p.Reactor{"STATESYNC": reactor, "PING": pinger}, nil)
-
-		var idleLat, syncLat latencies
-		idle := p2ptest.Start(e, p2pCfg, 1, map[string]p2p.Reactor{"PING": p2ptest.NewProbe("PING",
-			[]*p2p.ChannelDescriptor{pingDescriptor()}, func(ev p2p.Envelope) {
-				if m, ok := ev.Message.(*ssproto.ParamsRequest); ok {
-					idleLat.add(m.Height)
-				}
-			})}, nil)
-		p2ptest.Connect(e, idle, server)
-
-		var bytes atomic.Int64
-		var counting atomic.Bool
-		chunks := uint32((c.size + int64(c.chunk) - 1) / int64(c.chunk))
-		loaders := make([]*loader, c.peers)
-		var syncing0 *p2ptest.Node
-		for i := range loaders {
-			l := &loader{height: snapshotHeight, chunks: chunks, pending: map[uint32]time.Time{}, bytes: &bytes, count: &counting}
-			loaders[i] = l
-			lat := (*latencies)(nil)
-			if i == 0 {
-				lat = &syncLat
-			}
-			chans := append(loaderDescriptors(), pingDescriptor())
-			probe := p2ptest.NewProbe("LOAD", chans, func(ev p2p.Envelope) {
-				switch m := ev.Message.(type) {
-				case *ssproto.ChunkResponse:
-					l.onChunk(m)
-				case *ssproto.ParamsRequest:
-					if lat != nil {
-						lat.add(m.Height)
-					}
-				}
-			})
-			n := p2ptest.Start(e, p2pCfg, 2+i, map[string]p2p.Reactor{"LOAD": probe}, nil)
-			p2ptest.Connect(e, n, server)
-			l.peer = n.Peer(server.ID())
-			if i == 0 {
-				syncing0 = n
-			}
-		}
-		idlePeer, syncPeer := server.Peer(idle.ID()), server.Peer(syncing0.ID())
-		if idlePeer == nil || syncPeer == nil {
-			return fmt.Errorf("server lost its peers")
-		}
-
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		var lost atomic.Int64
 		wg.Add(1)
-		go func() { // the pinger, and the loaders' timeouts
+		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(pingEvery)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case now := <-tick.C:
-					for _, p := range []p2p.Peer{idlePeer, syncPeer} {
-						ping := &ssproto.ParamsRequest{Height: uint64(time.Now().UnixNano())}
-						if !p.TrySend(p2p.Envelope{ChannelID: pingChannel, Message: ping}) {
-							lost.Add(1)
-						}
-					}
-					for _, l := range loaders {
-						l.expire(now)
-					}
-				}
-			}
+			n.pingLoop(stop, &lost)
 		}()
-		for _, l := range loaders {
+		for _, l := range n.loaders {
 			for k := 0; k < servingWindow; k++ {
 				l.request()
 			}
 		}
 		time.Sleep(servingWarmup) // let the load reach its steady state
-		idleLat.record(true)
-		syncLat.record(true)
-		counting.Store(true)
+		n.idleLat.record(true)
+		n.syncLat.record(true)
+		n.counting.Store(true)
 		lost.Store(0)
 		start := time.Now()
 		time.Sleep(c.measure)
-		counting.Store(false)
-		idleLat.record(false)
-		syncLat.record(false)
+		n.counting.Store(false)
+		n.idleLat.record(false)
+		n.syncLat.record(false)
 		run.took = time.Since(start)
 		close(stop)
 		wg.Wait()
-		run.idle, run.syncing = idleLat.take(), syncLat.take()
-		run.lost, run.bytes = lost.Load(), bytes.Load()
+		run.idle, run.syncing = n.idleLat.take(), n.syncLat.take()
+		run.lost, run.bytes = lost.Load(), n.bytes.Load()
 		if len(run.idle) == 0 || len(run.syncing) == 0 {
 			return fmt.Errorf("no ping arrived (idle %d, syncing %d)", len(run.idle), len(run.syncing))
 		}
