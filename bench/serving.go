@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	abci "github.com/cometbft/cometbft/abci/types"
 	cmtcfg "github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/p2p"
@@ -30,7 +32,9 @@ import (
 // load is served once by our Reactor and once by CometBFT v0.40's built-in
 // reactor.
 //
-// The syncing peers are load generators, not restorers: each keeps
+// The state is held in memory (kvapp's key-value mode), so a chunk load
+// costs both servers a slice and the comparison is of the serving path and
+// the channels, not of the app. The syncing peers are load generators, not restorers: each keeps
 // servingWindow chunk requests in flight (CometBFT's 4 chunk fetchers),
 // walking the snapshot's chunks in order from chunk 0 like every restorer
 // of one snapshot, and reads every response at once. So both servers face
@@ -173,13 +177,17 @@ func (l *loader) expire(now time.Time) {
 // weighs on both alike; the rounds' samples are pooled.
 func runServing(c servingCase, logger log.Logger) (res servingResult, err error) {
 	res.servingCase = c
+	// An in-memory state: loading a chunk costs a slice, for both servers,
+	// so what differs is the serving path and the channel scheduling.
+	app := kvapp.New(kvapp.Options{Keys: int(c.size >> 10), ValueSize: 1000, ChunkSize: c.chunk,
+		Height: snapshotHeight, Seed: 11})
 	for i := 0; i < max(1, c.rounds); i++ {
-		o, err := serveOnce(c, true, logger)
+		o, err := serveOnce(c, app, true, logger)
 		if err != nil {
 			return res, fmt.Errorf("ours: %w", err)
 		}
 		res.ours.add(o)
-		t, err := serveOnce(c, false, logger)
+		t, err := serveOnce(c, app, false, logger)
 		if err != nil {
 			return res, fmt.Errorf("CometBFT's: %w", err)
 		}
@@ -238,8 +246,7 @@ func pingProbe(name string, chans []*p2p.ChannelDescriptor, lat *latencies, onCh
 
 // startServingNet starts the serving node (our Reactor or CometBFT's),
 // the idle peer and c.peers loaders, all connected to the server.
-func startServingNet(e *env, c servingCase, ours bool, logger log.Logger) (*servingNet, error) {
-	app := kvapp.New(kvapp.Options{StreamBytes: c.size, ChunkSize: c.chunk, Height: snapshotHeight, Seed: 11})
+func startServingNet(e *env, c servingCase, app *kvapp.App, ours bool, logger log.Logger) (*servingNet, error) {
 	reactor, err := serverReactor(e, app, ours, logger)
 	if err != nil {
 		return nil, err
@@ -255,7 +262,11 @@ func startServingNet(e *env, c servingCase, ours bool, logger log.Logger) (*serv
 	p2ptest.Connect(e, idle, server)
 	n.idlePeer = server.Peer(idle.ID())
 
-	chunks := uint32((c.size + int64(c.chunk) - 1) / int64(c.chunk))
+	snaps, err := app.ListSnapshots(context.Background(), &abci.RequestListSnapshots{})
+	if err != nil || len(snaps.Snapshots) != 1 {
+		return nil, fmt.Errorf("the serving app has no snapshot (%v)", err)
+	}
+	chunks := snaps.Snapshots[0].Chunks
 	for i := 0; i < c.peers; i++ {
 		l := &loader{height: snapshotHeight, chunks: chunks, pending: map[uint32]time.Time{}, bytes: &n.bytes, count: &n.counting}
 		var lat *latencies
@@ -301,9 +312,9 @@ func (n *servingNet) pingLoop(stop <-chan struct{}, lost *atomic.Int64) {
 }
 
 // serveOnce runs the load on one server and measures it.
-func serveOnce(c servingCase, ours bool, logger log.Logger) (run servingRun, err error) {
+func serveOnce(c servingCase, app *kvapp.App, ours bool, logger log.Logger) (run servingRun, err error) {
 	err = withEnv(func(e *env) error {
-		n, err := startServingNet(e, c, ours, logger)
+		n, err := startServingNet(e, c, app, ours, logger)
 		if err != nil {
 			return err
 		}
