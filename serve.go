@@ -332,7 +332,8 @@ func (r *Reactor) serveParams(peer p2p.ID, msg *ssproto.ParamsRequest) {
 // respond queues a response for peer without waiting for room: when the
 // peer's send queue on ch is full (a peer that reads slowly, or not at
 // all), the response is dropped and counted, the peer's chunk requests
-// are held back for a while (serveLimiter.stall), and the worker moves on,
+// are held back for a while (serveLimiter.stall; a peer that takes none
+// for stallPunish is disconnected), and the worker moves on,
 // releasing what it loaded. The requester times out and asks again, here
 // or elsewhere. A blocking send would hold the worker, and the chunk, for
 // up to the p2p layer's send timeout (10 s on an MConnection): a handful
@@ -340,11 +341,14 @@ func (r *Reactor) serveParams(peer p2p.ID, msg *ssproto.ParamsRequest) {
 // the response was queued.
 func (r *Reactor) respond(peer p2p.ID, ch byte, msg proto.Message) bool {
 	if r.trySend(peer, ch, msg) {
+		r.serveLim.delivered(peer)
 		return true
 	}
 	r.metrics.ResponseDropped()
 	if r.peers.has(peer, ch) {
-		r.serveLim.stall(peer)
+		if err := r.serveLim.stall(peer); err != nil {
+			r.punish(peer, err)
+		}
 	}
 	r.logger.Debug("Dropped response: the peer's send queue is full or the peer is gone",
 		"peer", peer, "channel", ch, "msg", fmt.Sprintf("%T", msg))

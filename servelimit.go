@@ -27,6 +27,14 @@ const (
 // loaded and encoded for nothing.
 const stallBackoff = time.Second
 
+// stallPunish is how long a peer may leave every response to it undelivered
+// (its send queue full at each attempt) before it is disconnected as a
+// reader that does not read. An honest requester whose answers do not come
+// gives up on them after its chunk_request_timeout (10 s) and asks
+// elsewhere; a peer that keeps asking and never reads holds our send
+// queue, its connection's buffers and a serving slot for nothing.
+const stallPunish = 30 * time.Second
+
 // serveLimiter is the goroutine-free per-peer budget of the serving path.
 // Each peer has two token buckets refilled continuously and allowed to go
 // into debt by one request, so that the check is made before the cost is
@@ -59,7 +67,9 @@ type serveLimiter struct {
 
 type peerBudget struct {
 	chunk, light     bucket
-	stalledUntil     time.Time // chunk requests are refused until then
+	stalledUntil     time.Time // chunk requests are held back until then
+	stalledSince     time.Time // first undelivered response since the last delivered one
+	stallReported    bool
 	refused          int
 	refusedSince     time.Time
 	floodingReported bool
@@ -114,12 +124,33 @@ func (l *serveLimiter) allowChunk(peer p2p.ID) bool {
 }
 
 // stall records that a response to peer was dropped because its send
-// queue was full: its chunk requests are refused, without loading and
-// encoding chunks it would not take, for stallBackoff.
-func (l *serveLimiter) stall(peer p2p.ID) {
+// queue was full: its chunk requests are held back, without loading and
+// encoding chunks it would not take, for stallBackoff. It returns an error
+// wrapping ErrPeerMisbehaved, once, when no response has been delivered to
+// the peer for stallPunish.
+func (l *serveLimiter) stall(peer p2p.ID) error {
 	l.mtx.Lock()
 	defer l.mtx.Unlock()
-	l.peer(peer).stalledUntil = l.now().Add(stallBackoff)
+	b, now := l.peer(peer), l.now()
+	b.stalledUntil = now.Add(stallBackoff)
+	if b.stalledSince.IsZero() {
+		b.stalledSince = now
+	}
+	if now.Sub(b.stalledSince) < stallPunish || b.stallReported {
+		return nil
+	}
+	b.stallReported = true
+	return fmt.Errorf("%w: does not read: no response delivered for %v while it kept asking",
+		ErrPeerMisbehaved, now.Sub(b.stalledSince).Round(time.Second))
+}
+
+// delivered records that a response to peer was queued: it is reading.
+func (l *serveLimiter) delivered(peer p2p.ID) {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	if b, ok := l.peers[peer]; ok {
+		b.stalledSince = time.Time{}
+	}
 }
 
 // chargeChunk charges n loaded bytes to peer.

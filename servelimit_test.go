@@ -61,12 +61,24 @@ func TestServeLimiterChunkBudget(t *testing.T) {
 	l.chargeChunk("a", 1001)
 	require.False(t, l.allowChunk("a"), "the burst is one second's worth, not an hour's")
 
-	// A peer whose send queue was full is refused for stallBackoff.
+	// A peer whose send queue was full is held back for stallBackoff.
 	clk.advance(time.Hour)
-	l.stall("a")
+	require.NoError(t, l.stall("a"))
 	require.False(t, l.allowChunk("a"))
 	clk.advance(stallBackoff)
 	require.True(t, l.allowChunk("a"))
+
+	// One that takes no response for stallPunish is reported, once; a
+	// delivered response starts the count again.
+	clk.advance(stallPunish - 2*stallBackoff) // since the first stall: just under stallPunish
+	require.NoError(t, l.stall("a"))
+	l.delivered("a")
+	clk.advance(stallPunish)
+	require.NoError(t, l.stall("a"))
+	clk.advance(stallPunish)
+	err := l.stall("a")
+	require.ErrorIs(t, err, ErrPeerMisbehaved)
+	require.NoError(t, l.stall("a"))
 }
 
 func TestServeLimiterFlood(t *testing.T) {
