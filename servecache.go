@@ -65,17 +65,24 @@ type chunkKey struct {
 
 // chunkCache keeps recently loaded snapshot chunks, shared by every peer,
 // within ServeChunkCache bytes: peers restoring the same snapshot ask for
-// the same chunks at about the same time, and each is loaded from the app
-// once. Concurrent loads of one chunk are merged: later callers wait for
-// the first one's result (or their ctx). Only chunks the app returned are
+// the same chunks at about the same time, and each is then loaded from the
+// app about once. A chunk is kept only when it is asked for a second time
+// while its key is still remembered (the last seenKeys keys asked for): a
+// node serving one restorer, which asks for each chunk once, keeps nothing.
+// Concurrent loads of one chunk are merged: later callers wait for the
+// first one's result (or their ctx). Only chunks the app returned are
 // kept: errors and missing chunks are not cached. Peers cannot choose what
 // the app stores, so they cannot fill it with anything but real chunks, and
 // the budget bounds what it holds. Safe for concurrent use.
 type chunkCache struct {
 	mtx      sync.Mutex
 	lru      *byteLRU[chunkKey, []byte]
+	seen     *byteLRU[chunkKey, struct{}] // keys asked for, one unit each
 	inflight map[chunkKey]*chunkLoad
 }
+
+// seenKeys is how many chunk keys the cache remembers for admission.
+const seenKeys = 4096
 
 type chunkLoad struct {
 	done  chan struct{}
@@ -84,7 +91,11 @@ type chunkLoad struct {
 }
 
 func newChunkCache(budget int) *chunkCache {
-	return &chunkCache{lru: newByteLRU[chunkKey, []byte](budget), inflight: make(map[chunkKey]*chunkLoad)}
+	return &chunkCache{
+		lru:      newByteLRU[chunkKey, []byte](budget),
+		seen:     newByteLRU[chunkKey, struct{}](seenKeys),
+		inflight: make(map[chunkKey]*chunkLoad),
+	}
 }
 
 // load returns the chunk named by k, from the cache or from fn (called at
@@ -107,12 +118,14 @@ func (c *chunkCache) load(ctx context.Context, k chunkKey, fn func() ([]byte, er
 	}
 	l := &chunkLoad{done: make(chan struct{})}
 	c.inflight[k] = l
+	_, again := c.seen.get(k)
+	c.seen.put(k, struct{}{}, 1)
 	c.mtx.Unlock()
 
 	l.chunk, l.err = fn()
 	c.mtx.Lock()
 	delete(c.inflight, k)
-	if l.err == nil && len(l.chunk) > 0 {
+	if again && l.err == nil && len(l.chunk) > 0 {
 		c.lru.put(k, l.chunk, len(l.chunk))
 	}
 	c.mtx.Unlock()

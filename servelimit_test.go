@@ -137,7 +137,8 @@ func TestByteLRU(t *testing.T) {
 }
 
 // TestChunkCacheMergesLoads: peers asking for the same chunk at the same
-// time cause one load; errors and empty chunks are not cached.
+// time cause one load; a chunk is kept once asked for again; errors and
+// empty chunks are not cached.
 func TestChunkCacheMergesLoads(t *testing.T) {
 	c := newChunkCache(1 << 20)
 	var loads atomic.Int64
@@ -162,11 +163,23 @@ func TestChunkCacheMergesLoads(t *testing.T) {
 	close(gate)
 	wg.Wait()
 	require.EqualValues(t, 1, loads.Load())
+	// Asked for again: loaded and now kept; the third time it is a hit.
 	_, hit, _ := c.load(context.Background(), k, fn)
+	require.False(t, hit)
+	require.EqualValues(t, 2, loads.Load())
+	_, hit, _ = c.load(context.Background(), k, fn)
 	require.True(t, hit)
+	require.EqualValues(t, 2, loads.Load())
+
+	// A chunk asked for once is not kept.
+	once := chunkKey{index: 9}
+	_, _, err := c.load(context.Background(), once, func() ([]byte, error) { return []byte("x"), nil })
+	require.NoError(t, err)
+	_, ok := c.lru.get(once)
+	require.False(t, ok)
 
 	failing := chunkKey{index: 3}
-	_, _, err := c.load(context.Background(), failing, func() ([]byte, error) { return nil, errors.New("disk") })
+	_, _, err = c.load(context.Background(), failing, func() ([]byte, error) { return nil, errors.New("disk") })
 	require.Error(t, err)
 	_, hit, err = c.load(context.Background(), failing, func() ([]byte, error) { return nil, nil })
 	require.NoError(t, err)
