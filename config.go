@@ -125,9 +125,10 @@ type Config struct {
 	ServeChunkRate int64 `mapstructure:"serve_chunk_rate" toml:"serve_chunk_rate"`
 
 	// ServeChunkCache (serve_chunk_cache, default 33554432 = 32 MiB, 0 to
-	// disable): bytes of recently loaded chunks kept and shared between
-	// peers asking for the same chunk (peers restoring one snapshot ask
-	// for the same chunks at about the same time).
+	// disable): bytes of loaded chunks kept and shared between peers asking
+	// for the same chunk (peers restoring one snapshot ask for the same
+	// chunks at about the same time). A chunk is kept once it is asked for
+	// a second time, so a node serving a single restorer keeps none.
 	ServeChunkCache int `mapstructure:"serve_chunk_cache" toml:"serve_chunk_cache"`
 
 	// ServeLightTime (serve_light_time, default 250ms, at most 1s): load
