@@ -133,3 +133,46 @@ func TestChannelsYieldToConsensus(t *testing.T) {
 	require.GreaterOrEqual(t, ours[LightBlockChannel].SendQueueCapacity, r.cfg.ServeQueuePerPeer,
 		"a backfilling peer's window of light blocks does not fit the queue")
 }
+
+// TestServeQueueReadyGate: a peer whose next job the gate holds back keeps
+// it queued (marked deferred) while other peers are served; once the gate
+// opens it runs.
+func TestServeQueueReadyGate(t *testing.T) {
+	q := newServeQueue(4, 2)
+	var open atomic.Bool
+	var seenDeferred atomic.Bool
+	q.ready = func(j serveJob) bool {
+		if j.peer != "held" {
+			return true
+		}
+		if j.deferred {
+			seenDeferred.Store(true)
+		}
+		return open.Load()
+	}
+	require.True(t, q.push(serveJob{peer: "held", msg: &ssproto.ChunkRequest{Height: 1}}))
+	require.True(t, q.push(serveJob{peer: "other", msg: &ssproto.ChunkRequest{Height: 1}}))
+	j, ok, held := q.pop()
+	require.True(t, ok)
+	require.True(t, held)
+	require.Equal(t, p2p.ID("other"), j.peer)
+	_, ok, held = q.pop()
+	require.False(t, ok)
+	require.True(t, held)
+	require.True(t, seenDeferred.Load(), "a held job is marked deferred")
+	// With no wake-up pending, next finds the job once the gate opens: it
+	// looks again every deferRetry while jobs are held.
+	select {
+	case <-q.wake:
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got := make(chan serveJob, 1)
+	go func() {
+		j, _ := q.next(ctx)
+		got <- j
+	}()
+	open.Store(true)
+	require.Equal(t, p2p.ID("held"), (<-got).peer)
+}
