@@ -144,13 +144,15 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		peersPunished:   counterVec("peers_punished_total", "Peers disconnected for cause, by reason.", "reason"),
 		unsolicited:     counter("unsolicited_messages_total", "Late, duplicate or unsolicited responses dropped."),
 		requestsDropped: counter("requests_dropped_total", "Inbound requests dropped because the peer had too many queued."),
+		backfilled:      gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
+		backfillTotal:   gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
+		backfillRate:    gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
+
+		// Serving.
 		responsesDropped: counter("responses_dropped_total",
 			"Responses dropped because the peer's send queue was full (a slow or stalled reader)."),
 		requestsThrottle: counter("requests_throttled_total",
-			"Inbound requests dropped because the peer was over its serving budget (chunk bytes or light-block load time)."),
-		backfilled:    gauge("backfilled_blocks", "Blocks backfilled by the current (or last) backfill."),
-		backfillTotal: gauge("backfill_blocks_target", "Blocks the current (or last) backfill needs at most."),
-		backfillRate:  gauge("backfill_blocks_per_second", "Mean backfill rate since the backfill started."),
+			"Inbound requests held back because the peer was over its serving budget (chunk bytes or light-block load time)."),
 	}
 	cols := []struct {
 		col   prometheus.Collector
@@ -468,8 +470,8 @@ func (m *Metrics) ResponseDropped() {
 	m.prom.responsesDropped.Inc()
 }
 
-// RequestThrottled counts an inbound request dropped because the peer was
-// over its serving budget.
+// RequestThrottled counts an inbound request held back because the peer
+// was over its serving budget (once per request).
 func (m *Metrics) RequestThrottled() {
 	if m == nil || m.prom == nil {
 		return
