@@ -79,6 +79,8 @@ func main() {
 	flag.IntVar(&c.bfWindow, "backfill-window", 0, "backfill_window (0: the default)")
 	flag.IntVar(&c.serving.peers, "serving-peers", 16, "syncing peers of the serving-latency scenario")
 	flag.IntVar(&c.serving.rounds, "serving-rounds", 2, "interleaved runs of each server in the serving-latency scenario")
+	flag.StringVar(&c.serving.load, "serving-load", "requests",
+		"syncing peers of the serving-latency scenario: requests (load generators) or restore (CometBFT's restorers)")
 	flag.DurationVar(&c.serving.measure, "serving-time", 15*time.Second, "how long the serving-latency scenario measures, per server")
 	servingChunkMB := flag.Int("serving-chunk", 1, "chunk size in MB of the serving-latency scenario")
 	flag.BoolVar(&c.md, "md", false, "print Markdown tables")

@@ -51,7 +51,8 @@ const (
 )
 
 type servingCase struct {
-	rounds  int // runs of each server, interleaved (ours, theirs, ours, ...), pooled
+	load    string // "requests" (load generators) or "restore" (CometBFT's restorers)
+	rounds  int    // runs of each server, interleaved (ours, theirs, ours, ...), pooled
 	peers   int
 	chunk   int   // bytes
 	size    int64 // bytes of state
@@ -177,17 +178,30 @@ func (l *loader) expire(now time.Time) {
 // weighs on both alike; the rounds' samples are pooled.
 func runServing(c servingCase, logger log.Logger) (res servingResult, err error) {
 	res.servingCase = c
-	// An in-memory state: loading a chunk costs a slice, for both servers,
-	// so what differs is the serving path and the channel scheduling.
-	app := kvapp.New(kvapp.Options{Keys: int(c.size >> 10), ValueSize: 1000, ChunkSize: c.chunk,
-		Height: snapshotHeight, Seed: 11})
+	once := func(ours bool) (servingRun, error) {
+		return servingRun{}, fmt.Errorf("unknown -serving-load %q", c.load)
+	}
+	switch c.load {
+	case "requests":
+		// An in-memory state: loading a chunk costs a slice, for both
+		// servers, so what differs is the serving path and the channels.
+		app := kvapp.New(kvapp.Options{Keys: int(c.size >> 10), ValueSize: 1000, ChunkSize: c.chunk,
+			Height: snapshotHeight, Seed: 11})
+		once = func(ours bool) (servingRun, error) { return serveOnce(c, app, ours, logger) }
+	case "restore":
+		src, chain, err := restoreSource(c)
+		if err != nil {
+			return res, err
+		}
+		once = func(ours bool) (servingRun, error) { return serveRestoreOnce(c, src, chain, ours, logger) }
+	}
 	for i := 0; i < max(1, c.rounds); i++ {
-		o, err := serveOnce(c, app, true, logger)
+		o, err := once(true)
 		if err != nil {
 			return res, fmt.Errorf("ours: %w", err)
 		}
 		res.ours.add(o)
-		t, err := serveOnce(c, app, false, logger)
+		t, err := once(false)
 		if err != nil {
 			return res, fmt.Errorf("CometBFT's: %w", err)
 		}
@@ -205,7 +219,7 @@ func (r *servingRun) add(o servingRun) {
 }
 
 // serverReactor builds the serving reactor: ours, or CometBFT's built-in.
-func serverReactor(e *env, app *kvapp.App, ours bool, logger log.Logger) (p2p.Reactor, error) {
+func serverReactor(e *env, app abci.Application, ours bool, logger log.Logger) (p2p.Reactor, error) {
 	conns := appConns(e, app)
 	if !ours {
 		r := cmtss.NewReactor(*cmtcfg.DefaultStateSyncConfig(), conns.Snapshot(), conns.Query(), cmtss.NopMetrics())
@@ -252,14 +266,8 @@ func startServingNet(e *env, c servingCase, app *kvapp.App, ours bool, logger lo
 		return nil, err
 	}
 	p2pCfg := p2ptest.Config(c.rate)
-	pinger := p2ptest.NewProbe("PING", []*p2p.ChannelDescriptor{pingDescriptor()}, nil)
-	server := p2ptest.Start(e, p2pCfg, 0, map[string]p2p.Reactor{"STATESYNC": reactor, "PING": pinger}, nil)
-
 	n := &servingNet{}
-	idle := p2ptest.Start(e, p2pCfg, 1, map[string]p2p.Reactor{
-		"PING": pingProbe("PING", []*p2p.ChannelDescriptor{pingDescriptor()}, &n.idleLat, nil),
-	}, nil)
-	p2ptest.Connect(e, idle, server)
+	server, idle := startPinged(e, p2pCfg, reactor, n)
 	n.idlePeer = server.Peer(idle.ID())
 
 	snaps, err := app.ListSnapshots(context.Background(), &abci.RequestListSnapshots{})
@@ -368,7 +376,8 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
 
 func printServing(c config, rs []servingResult) {
-	fmt.Println("## Serving: another channel's latency under 16 syncing peers (ours vs CometBFT v0.40's built-in reactor)")
+	fmt.Printf("## Serving: another channel's latency under %d syncing peers (%s; ours vs CometBFT v0.40's built-in reactor)\n",
+		rs[0].peers, map[string]string{"requests": "load generators", "restore": "restoring nodes"}[rs[0].load])
 	fmt.Println()
 	header := []string{"server", "peers", "chunk", "rate/conn", "idle p50 ms", "idle p99 ms", "syncing p50 ms",
 		"syncing p99 ms", "served MB/s", "pings lost"}
@@ -399,10 +408,18 @@ func printServing(c config, rs []servingResult) {
 	}
 	fmt.Printf("A ping every %v from the serving node, on a channel declared like CometBFT's consensus vote\n", pingEvery)
 	fmt.Println("channel (priority 7, send queue 100), to an idle peer and to a syncing peer; latency = queued to")
-	fmt.Printf("received. Syncing peers keep %d chunk requests in flight each and read at once; %d rounds per\n",
-		servingWindow, rs[0].rounds)
-	fmt.Printf("server, interleaved, each %v measured after %v of warm-up, samples pooled. Everything in one\n",
-		rs[0].measure, servingWarmup)
-	fmt.Println("process: CPU contention counts.")
+	if rs[0].load == "restore" {
+		fmt.Println("received. Syncing peers: CometBFT v0.40's built-in reactor restoring the snapshot (the same")
+		fmt.Printf("restorers for both servers), measured from the end of discovery to the first restore done;\n")
+		fmt.Printf("served MB/s = chunks applied by all restorers in that window. %d rounds per server, interleaved,\n",
+			rs[0].rounds)
+		fmt.Println("samples pooled. Everything in one process: CPU contention counts.")
+	} else {
+		fmt.Printf("received. Syncing peers keep %d chunk requests in flight each and read at once; %d rounds per\n",
+			servingWindow, rs[0].rounds)
+		fmt.Printf("server, interleaved, each %v measured after %v of warm-up, samples pooled. Everything in one\n",
+			rs[0].measure, servingWarmup)
+		fmt.Println("process: CPU contention counts.")
+	}
 	fmt.Println()
 }
