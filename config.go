@@ -117,6 +117,36 @@ type Config struct {
 	// and back off).
 	ServeQueuePerPeer int `mapstructure:"serve_queue_per_peer" toml:"serve_queue_per_peer"`
 
+	// ServeChunkRate (serve_chunk_rate, default 104857600 = 100 MiB/s):
+	// bytes of snapshot chunks one peer may have loaded per second (burst
+	// one second's worth). A peer over its budget has its chunk requests
+	// held in its queue, unloaded, until the budget refills (more than
+	// serve_queue_per_peer are dropped; a peer that keeps sending them is
+	// disconnected for flooding). The default is 20 times CometBFT's
+	// default connection rate, so it binds only peers asking for chunks
+	// they do not read.
+	ServeChunkRate int64 `mapstructure:"serve_chunk_rate" toml:"serve_chunk_rate"`
+
+	// ServeChunkCache (serve_chunk_cache, default 33554432 = 32 MiB, 0 to
+	// disable): bytes of loaded chunks kept and shared between peers asking
+	// for the same chunk (peers restoring one snapshot ask for the same
+	// chunks at about the same time). A chunk is kept once it is asked for
+	// a second time, so a node serving a single restorer keeps none.
+	ServeChunkCache int `mapstructure:"serve_chunk_cache" toml:"serve_chunk_cache"`
+
+	// ServeLightTime (serve_light_time, default 250ms, at most 1s): load
+	// time one peer's light-block and params requests may take per second.
+	// A light block at a height far from a validator-set checkpoint costs
+	// CometBFT's LoadValidators up to 100 000 proposer-priority increments
+	// (tens of milliseconds with 150 validators); cached ones cost
+	// microseconds; loads under 10 ms are not charged. A peer over its
+	// budget has its requests held in its queue until the budget refills.
+	ServeLightTime time.Duration `mapstructure:"serve_light_time" toml:"serve_light_time"`
+
+	// ServeLightCache (serve_light_cache, default 8388608 = 8 MiB, 0 to
+	// disable): bytes of recently served light blocks kept by height.
+	ServeLightCache int `mapstructure:"serve_light_cache" toml:"serve_light_cache"`
+
 	// Backfill (backfill, default true): after a restore, fetch and verify
 	// the headers and commits below the snapshot height that the evidence
 	// module needs (Evidence.MaxAgeNumBlocks and MaxAgeDuration). A failed
@@ -167,6 +197,10 @@ const (
 	DefaultServeWorkers        = 8
 	DefaultServePerPeer        = 2
 	DefaultServeQueuePerPeer   = 128
+	DefaultServeChunkRate      = 100 << 20
+	DefaultServeChunkCache     = 32 << 20
+	DefaultServeLightTime      = 250 * time.Millisecond
+	DefaultServeLightCache     = 8 << 20
 	DefaultBackfillWindow      = 128
 	DefaultLightPeersTimeout   = 10 * time.Second
 
@@ -192,6 +226,10 @@ func DefaultConfig() Config {
 		ServeWorkers:        DefaultServeWorkers,
 		ServePerPeer:        DefaultServePerPeer,
 		ServeQueuePerPeer:   DefaultServeQueuePerPeer,
+		ServeChunkRate:      DefaultServeChunkRate,
+		ServeChunkCache:     DefaultServeChunkCache,
+		ServeLightTime:      DefaultServeLightTime,
+		ServeLightCache:     DefaultServeLightCache,
 		Backfill:            true,
 		BackfillWindow:      DefaultBackfillWindow,
 		OnNoSnapshot:        OnNoSnapshotStop,
@@ -302,6 +340,14 @@ func (c Config) ValidateBasic() error {
 	case c.ServeQueuePerPeer < c.ServePerPeer:
 		return invalid("serve_queue_per_peer", "%d is below statesync.serve_per_peer %d",
 			c.ServeQueuePerPeer, c.ServePerPeer)
+	case c.ServeChunkRate <= 0:
+		return invalid("serve_chunk_rate", "must be positive, got %d", c.ServeChunkRate)
+	case c.ServeChunkCache < 0:
+		return invalid("serve_chunk_cache", "must not be negative, got %d", c.ServeChunkCache)
+	case c.ServeLightTime <= 0 || c.ServeLightTime > time.Second:
+		return invalid("serve_light_time", "must be in (0, 1s], got %v", c.ServeLightTime)
+	case c.ServeLightCache < 0:
+		return invalid("serve_light_cache", "must not be negative, got %d", c.ServeLightCache)
 	case c.TrustHeight < 0:
 		return invalid("trust_height", "must not be negative, got %d", c.TrustHeight)
 	case c.OnNoSnapshot != "" && c.OnNoSnapshot != OnNoSnapshotStop && c.OnNoSnapshot != OnNoSnapshotBlockSync:

@@ -52,6 +52,21 @@ func (r *Reactor) loadLightBlock(height int64) (*cmtproto.LightBlock, error) {
 	return lb.ToProto()
 }
 
+// cachedLightBlock is loadLightBlock through the light-block cache: the
+// heights peers ask for most (a snapshot's h, h+1 and h+2, asked by every
+// peer restoring it; a range being backfilled by several peers) are loaded
+// once. Only complete light blocks are cached.
+func (r *Reactor) cachedLightBlock(height int64) (*cmtproto.LightBlock, error) {
+	if lb, ok := r.lights.get(height); ok {
+		return lb, nil
+	}
+	lb, err := r.loadLightBlock(height)
+	if err == nil && lb != nil {
+		r.lights.put(height, lb)
+	}
+	return lb, err
+}
+
 // loadParams returns the consensus params in force at height, or nil, nil
 // when the node does not have them (backfilled heights have none).
 func (r *Reactor) loadParams(height int64) (*cmtproto.ConsensusParams, error) {

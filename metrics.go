@@ -84,6 +84,8 @@ type promMetrics struct {
 	peersPunished    *prometheus.CounterVec
 	unsolicited      prometheus.Counter
 	requestsDropped  prometheus.Counter
+	responsesDropped prometheus.Counter
+	requestsThrottle prometheus.Counter
 	backfilled       prometheus.Gauge
 	backfillTotal    prometheus.Gauge
 	backfillRate     prometheus.Gauge
@@ -152,6 +154,12 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		backfillActive:  gauge("backfill_active", "1 while a background backfill is running, else 0."),
 		fallbacks: counter("fallback_blocksync_total",
 			"State syncs that found no usable snapshot and fell back to block sync from genesis (on_no_snapshot = blocksync)."),
+
+		// Serving.
+		responsesDropped: counter("responses_dropped_total",
+			"Responses dropped because the peer's send queue was full (a slow or stalled reader)."),
+		requestsThrottle: counter("requests_throttled_total",
+			"Inbound requests held back because the peer was over its serving budget (chunk bytes or light-block load time)."),
 	}
 	cols := []struct {
 		col   prometheus.Collector
@@ -172,6 +180,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		{p.peersPunished, adoptInto(&p.peersPunished)},
 		{p.unsolicited, adoptInto(&p.unsolicited)},
 		{p.requestsDropped, adoptInto(&p.requestsDropped)},
+		{p.responsesDropped, adoptInto(&p.responsesDropped)},
+		{p.requestsThrottle, adoptInto(&p.requestsThrottle)},
 		{p.backfilled, adoptInto(&p.backfilled)},
 		{p.backfillTotal, adoptInto(&p.backfillTotal)},
 		{p.backfillRate, adoptInto(&p.backfillRate)},
@@ -458,6 +468,24 @@ func (m *Metrics) RequestDropped() {
 		return
 	}
 	m.prom.requestsDropped.Inc()
+}
+
+// ResponseDropped counts a response dropped because the peer's send queue
+// was full.
+func (m *Metrics) ResponseDropped() {
+	if m == nil || m.prom == nil {
+		return
+	}
+	m.prom.responsesDropped.Inc()
+}
+
+// RequestThrottled counts an inbound request held back because the peer
+// was over its serving budget (once per request).
+func (m *Metrics) RequestThrottled() {
+	if m == nil || m.prom == nil {
+		return
+	}
+	m.prom.requestsThrottle.Inc()
 }
 
 // SetBackfillTotal starts a backfill of at most n blocks: it resets the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/p2p"
@@ -75,6 +76,9 @@ type Reactor struct {
 	limits   ssproto.Limits
 	peers    *peerList
 	serveQ   *serveQueue
+	serveLim *serveLimiter // per-peer serving budgets (serve.go)
+	chunks   *chunkCache   // loaded chunks shared between peers (serve.go)
+	lights   *lightCache   // served light blocks (lightserve.go)
 	progress *progressHub
 
 	dispatcher *dispatcher
@@ -134,8 +138,12 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 		limits:   limits,
 		peers:    newPeerList(),
 		serveQ:   newServeQueue(cfg.ServeQueuePerPeer, cfg.ServePerPeer),
+		serveLim: newServeLimiter(cfg, time.Now),
+		chunks:   newChunkCache(cfg.ServeChunkCache),
+		lights:   newLightCache(cfg.ServeLightCache),
 		progress: newProgressHub(),
 	}
+	r.serveQ.ready = r.jobReady
 	r.BaseReactor = *p2p.NewBaseReactor("StateSync", r)
 	r.BaseReactor.SetLogger(deps.Logger)
 	r.dispatcher = newDispatcher(r.sendFunc(), r.logger, r.metrics)
@@ -181,10 +189,38 @@ func (nopRouter) Send(p2p.ID, byte, proto.Message) bool { return false }
 func (nopRouter) Punish(p2p.ID, error)                  {}
 
 // GetChannels implements p2p.Reactor.
+//
+// Priorities and send queues, against CometBFT v0.40's channels on the same
+// MConnection. The MConnection sends the next packet from the channel with
+// the least recently-sent bytes per unit of priority, so a channel with
+// nothing queued (a vote, a proposal) goes next whatever the others
+// declare, and priorities share the link between channels that are all
+// busy. Consensus declares Data 10, Vote 7, State 6 and VoteSetBits 1
+// (consensus/reactor.go), evidence 6, blocksync and mempool 5; the
+// built-in state sync reactor snapshots 5 and chunks 3, send queues of 10.
+// Ours:
+//
+//   - snapshots 5 (as the built-in), send queue 10: one answer to a
+//     SnapshotsRequest (recentSnapshots advertisements) fits;
+//   - chunks 3 (as the built-in): under load a chunk stream gets 3/(3+10)
+//     of the link against block parts, 3/(3+7) against votes, so it never
+//     starves consensus. Send queue 4, not 10: responses go out with
+//     TrySend, so the queue is what a peer that does not read can make us
+//     hold (4 chunks of up to 16 MB, against the built-in's 10), and the
+//     bytes queued ahead of the connection bound how long the peer's own
+//     next chunk waits; 4 queued plus the one being written cover our
+//     requesters' default chunk_window and CometBFT's 4 chunk fetchers;
+//   - light blocks 3 (not the 5 of blocksync and mempool: a backfilling
+//     peer can keep this channel busy, and it should yield to consensus
+//     as chunks do), send queue serve_queue_per_peer: a backfilling peer
+//     keeps up to its window of requests in flight, and its answers must
+//     fit or TrySend drops them (a light block is kilobytes, not
+//     megabytes);
+//   - params 2, send queue 10: rare, small.
 func (r *Reactor) GetChannels() []*p2p.ChannelDescriptor {
 	return []*p2p.ChannelDescriptor{
 		{
-			ID: SnapshotChannel, Priority: 6, SendQueueCapacity: 10,
+			ID: SnapshotChannel, Priority: 5, SendQueueCapacity: 10,
 			RecvMessageCapacity: ssproto.SnapshotMsgSize, MessageType: &ssproto.Message{},
 		},
 		{
@@ -192,7 +228,7 @@ func (r *Reactor) GetChannels() []*p2p.ChannelDescriptor {
 			RecvMessageCapacity: ssproto.ChunkMsgSize, MessageType: &ssproto.Message{},
 		},
 		{
-			ID: LightBlockChannel, Priority: 5, SendQueueCapacity: 10,
+			ID: LightBlockChannel, Priority: 3, SendQueueCapacity: r.cfg.ServeQueuePerPeer,
 			RecvMessageCapacity: ssproto.LightBlockMsgSize, MessageType: &ssproto.Message{},
 		},
 		{
@@ -302,6 +338,7 @@ func (r *Reactor) PeerDown(id p2p.ID) {
 	n := r.peers.len()
 	r.metrics.SetPeers(n)
 	r.serveQ.dropPeer(id)
+	r.serveLim.removePeer(id)
 	r.dispatcher.removePeer(id)
 	if s := r.activeSyncer(); s != nil {
 		r.progress.update(func(p *Progress) { p.Peers = n })
@@ -332,10 +369,7 @@ func (r *Reactor) Deliver(peer p2p.ID, chID byte, msg proto.Message) {
 	}
 	switch m := msg.(type) {
 	case *ssproto.SnapshotsRequest, *ssproto.ChunkRequest, *ssproto.LightBlockRequest, *ssproto.ParamsRequest:
-		if !r.serveQ.push(serveJob{peer: peer, ch: chID, msg: msg}) {
-			r.metrics.RequestDropped()
-			r.logger.Debug("Dropping request: peer has too many queued", "peer", peer, "msg", fmt.Sprintf("%T", msg))
-		}
+		r.enqueueRequest(peer, chID, msg)
 
 	case *ssproto.SnapshotsResponse:
 		s := r.activeSyncer()

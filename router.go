@@ -28,7 +28,8 @@ type Router interface {
 
 // TrySender is an optional Router capability: TrySend queues msg only if the
 // peer's queue has room right now, never blocking. When a Router implements
-// it, the Reactor uses it for small requests sent from its sync loop.
+// it, the Reactor uses it for small requests sent from its sync loop and
+// for every response it serves (a full queue drops the response).
 type TrySender interface {
 	TrySend(peer p2p.ID, chID byte, msg proto.Message) bool
 }

@@ -2,8 +2,10 @@ package statesync
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/p2p"
@@ -18,16 +20,25 @@ const recentSnapshots = 10
 
 // serveJob is one inbound request waiting to be served.
 type serveJob struct {
-	peer p2p.ID
-	ch   byte
-	msg  proto.Message
+	peer     p2p.ID
+	ch       byte
+	msg      proto.Message
+	deferred bool // the queue's ready gate held it back at least once
 }
+
+// deferRetry is how often workers look again at jobs held back by the
+// ready gate (a peer over its serving budget) when nothing else is
+// runnable.
+const deferRetry = 10 * time.Millisecond
 
 // serveQueue is the goroutine-free scheduler of the serving path: per-peer
 // FIFO queues, a cap on what one peer may have queued, a cap on how many of
 // one peer's requests run at once, and round-robin between peers so one
-// greedy peer cannot starve the others. Workers pull with next and report
-// with done. Safe for concurrent use.
+// greedy peer cannot starve the others. An optional ready gate holds back
+// a peer's next job (its serving budget is spent, or it does not read):
+// the job stays queued, unloaded, and the peer's further requests are
+// refused at push once its queue is full. Workers pull with next and
+// report with done. Safe for concurrent use.
 type serveQueue struct {
 	mtx        sync.Mutex
 	queues     map[p2p.ID][]serveJob
@@ -36,6 +47,9 @@ type serveQueue struct {
 	maxQueued  int
 	maxRunning int
 	wake       chan struct{} // capacity 1: a job may be runnable
+	// ready, if set, says whether a peer's next job may run now. It is
+	// called under the queue's lock and must not call back into it.
+	ready func(serveJob) bool
 }
 
 func newServeQueue(maxQueued, maxRunning int) *serveQueue {
@@ -72,7 +86,10 @@ func (q *serveQueue) signal() {
 }
 
 // pop returns the next runnable job, if any, and marks it running.
-func (q *serveQueue) pop() (serveJob, bool) {
+// held reports that a job was held back by the ready gate (so it is worth
+// looking again later even if nothing wakes the queue).
+func (q *serveQueue) pop() (serveJob, bool, bool) {
+	held := false
 	q.mtx.Lock()
 	defer q.mtx.Unlock()
 	for i, id := range q.order {
@@ -80,6 +97,11 @@ func (q *serveQueue) pop() (serveJob, bool) {
 			continue
 		}
 		jobs := q.queues[id]
+		if q.ready != nil && !q.ready(jobs[0]) {
+			jobs[0].deferred = true
+			held = true
+			continue
+		}
 		j := jobs[0]
 		jobs[0] = serveJob{}
 		jobs = jobs[1:]
@@ -94,23 +116,48 @@ func (q *serveQueue) pop() (serveJob, bool) {
 		if len(q.order) > 0 {
 			q.signal() // let another worker look too
 		}
-		return j, true
+		return j, true, held
 	}
-	return serveJob{}, false
+	return serveJob{}, false, held
 }
 
-// next blocks until a job is runnable or ctx ends.
+// next blocks until a job is runnable or ctx ends. Shutdown is checked
+// before every pop: once ctx ends, queued jobs are dropped (and their
+// memory released), never served, so Stop waits only for the jobs
+// already running.
 func (q *serveQueue) next(ctx context.Context) (serveJob, bool) {
 	for {
-		if j, ok := q.pop(); ok {
-			return j, true
-		}
-		select {
-		case <-q.wake:
-		case <-ctx.Done():
+		if ctx.Err() != nil {
+			q.clear()
 			return serveJob{}, false
 		}
+		j, ok, held := q.pop()
+		if ok {
+			return j, true
+		}
+		if !held {
+			select {
+			case <-q.wake:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		retry := time.NewTimer(deferRetry)
+		select {
+		case <-q.wake:
+		case <-retry.C:
+		case <-ctx.Done():
+		}
+		retry.Stop()
 	}
+}
+
+// clear drops every queued job (running ones finish and call done).
+func (q *serveQueue) clear() {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	clear(q.queues)
+	q.order = nil
 }
 
 // done marks one of peer's jobs finished.
@@ -153,68 +200,159 @@ func (r *Reactor) serveWorker(ctx context.Context) {
 		}
 		r.serve(ctx, j)
 		r.serveQ.done(j.peer)
+		if !r.peers.has(j.peer, j.ch) {
+			// The peer left while its request ran (or never said it
+			// came): forget the budget record serving it created.
+			r.serveLim.removePeer(j.peer)
+		}
 	}
+}
+
+// enqueueRequest queues an inbound request for the workers. A request
+// over the peer's queue cap is dropped and counted as a refusal; a peer
+// that keeps sending requests it is refused is flooding
+// (serveLimiter.refused) and is disconnected.
+func (r *Reactor) enqueueRequest(peer p2p.ID, chID byte, msg proto.Message) {
+	if r.serveQ.push(serveJob{peer: peer, ch: chID, msg: msg}) {
+		return
+	}
+	r.metrics.RequestDropped()
+	r.logger.Debug("Dropping request: peer has too many queued", "peer", peer, "msg", fmt.Sprintf("%T", msg))
+	if err := r.serveLim.refused(peer); err != nil {
+		r.punish(peer, err)
+	}
+}
+
+// jobReady is the serving queue's ready gate: a chunk request waits while
+// its peer is over its chunk byte budget or stalled (its send queue was
+// full), a light-block or params request while its peer is over its
+// load-time budget. Held-back requests are counted once each.
+func (r *Reactor) jobReady(j serveJob) bool {
+	var ok bool
+	switch j.msg.(type) {
+	case *ssproto.ChunkRequest:
+		ok = r.serveLim.allowChunk(j.peer)
+	case *ssproto.LightBlockRequest, *ssproto.ParamsRequest:
+		ok = r.serveLim.allowLight(j.peer)
+	default:
+		ok = true
+	}
+	if !ok && !j.deferred {
+		r.metrics.RequestThrottled()
+	}
+	return ok
 }
 
 // serve answers one request. Missing data is answered as the protocol says
 // (an empty light block, a missing chunk) or not at all (params).
 func (r *Reactor) serve(ctx context.Context, j serveJob) {
-	logger := r.logger.With("peer", j.peer)
 	switch msg := j.msg.(type) {
 	case *ssproto.SnapshotsRequest:
 		snapshots, err := r.recentSnapshots(ctx)
 		if err != nil {
-			logger.Error("Failed to list snapshots", "err", err)
+			r.logger.Error("Failed to list snapshots", "peer", j.peer, "err", err)
 			return
 		}
 		for _, s := range snapshots {
-			if !r.router().Send(j.peer, ssproto.SnapshotChannel, s) {
+			if !r.respond(j.peer, ssproto.SnapshotChannel, s) {
 				return
 			}
 		}
-
 	case *ssproto.ChunkRequest:
+		r.serveChunk(ctx, j.peer, msg)
+	case *ssproto.LightBlockRequest:
+		r.serveLightBlock(j.peer, msg)
+	case *ssproto.ParamsRequest:
+		r.serveParams(j.peer, msg)
+	}
+}
+
+// serveChunk answers a chunk request from the shared chunk cache or the
+// app, and charges its bytes to the peer's budget.
+func (r *Reactor) serveChunk(ctx context.Context, peer p2p.ID, msg *ssproto.ChunkRequest) {
+	key := chunkKey{height: msg.Height, format: msg.Format, index: msg.Index}
+	chunk, _, err := r.chunks.load(ctx, key, func() ([]byte, error) {
 		resp, err := r.deps.Snapshots.LoadSnapshotChunk(ctx, &abci.RequestLoadSnapshotChunk{
 			Height: msg.Height, Format: msg.Format, Chunk: msg.Index,
 		})
 		if err != nil {
-			logger.Error("Failed to load chunk", "height", msg.Height, "format", msg.Format,
-				"chunk", msg.Index, "err", err)
-			return
+			return nil, err
 		}
-		out := &ssproto.ChunkResponse{Height: msg.Height, Format: msg.Format, Index: msg.Index}
-		switch {
-		case len(resp.Chunk) == 0:
-			out.Missing = true
-		case len(resp.Chunk) > r.limits.MaxChunkSize:
-			logger.Error("App chunk exceeds the wire limit; answering missing",
-				"chunk", msg.Index, "size", len(resp.Chunk), "limit", r.limits.MaxChunkSize)
-			out.Missing = true
-		default:
-			out.Chunk = resp.Chunk
-		}
-		r.router().Send(j.peer, ssproto.ChunkChannel, out)
-
-	case *ssproto.LightBlockRequest:
-		lb, err := r.loadLightBlock(int64(msg.Height))
-		if err != nil {
-			logger.Error("Failed to load light block", "height", msg.Height, "err", err)
-			return
-		}
-		r.router().Send(j.peer, ssproto.LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: lb})
-
-	case *ssproto.ParamsRequest:
-		params, err := r.loadParams(int64(msg.Height))
-		if err != nil {
-			logger.Error("Failed to load consensus params", "height", msg.Height, "err", err)
-			return
-		}
-		if params == nil {
-			return
-		}
-		r.router().Send(j.peer, ssproto.ParamsChannel,
-			&ssproto.ParamsResponse{Height: msg.Height, ConsensusParams: *params})
+		return resp.Chunk, nil
+	})
+	if err != nil {
+		r.logger.Error("Failed to load chunk", "peer", peer, "height", msg.Height, "format", msg.Format,
+			"chunk", msg.Index, "err", err)
+		return
 	}
+	r.serveLim.chargeChunk(peer, len(chunk))
+	out := &ssproto.ChunkResponse{Height: msg.Height, Format: msg.Format, Index: msg.Index}
+	switch {
+	case len(chunk) == 0:
+		out.Missing = true
+	case len(chunk) > r.limits.MaxChunkSize:
+		r.logger.Error("App chunk exceeds the wire limit; answering missing",
+			"chunk", msg.Index, "size", len(chunk), "limit", r.limits.MaxChunkSize)
+		out.Missing = true
+	default:
+		out.Chunk = chunk
+	}
+	r.respond(peer, ssproto.ChunkChannel, out)
+}
+
+// serveLightBlock answers a light-block request from the light-block cache
+// or the stores, and charges its load time to the peer's budget.
+func (r *Reactor) serveLightBlock(peer p2p.ID, msg *ssproto.LightBlockRequest) {
+	start := r.serveLim.now()
+	lb, err := r.cachedLightBlock(int64(msg.Height))
+	r.serveLim.chargeLight(peer, r.serveLim.now().Sub(start))
+	if err != nil {
+		r.logger.Error("Failed to load light block", "peer", peer, "height", msg.Height, "err", err)
+		return
+	}
+	r.respond(peer, ssproto.LightBlockChannel, &ssproto.LightBlockResponse{LightBlock: lb})
+}
+
+// serveParams answers a params request and charges its load time to the
+// peer's budget; params the node does not have are not answered.
+func (r *Reactor) serveParams(peer p2p.ID, msg *ssproto.ParamsRequest) {
+	start := r.serveLim.now()
+	params, err := r.loadParams(int64(msg.Height))
+	r.serveLim.chargeLight(peer, r.serveLim.now().Sub(start))
+	if err != nil {
+		r.logger.Error("Failed to load consensus params", "peer", peer, "height", msg.Height, "err", err)
+		return
+	}
+	if params == nil {
+		return
+	}
+	r.respond(peer, ssproto.ParamsChannel, &ssproto.ParamsResponse{Height: msg.Height, ConsensusParams: *params})
+}
+
+// respond queues a response for peer without waiting for room: when the
+// peer's send queue on ch is full (a peer that reads slowly, or not at
+// all), the response is dropped and counted, the peer's chunk requests
+// are held back for a while (serveLimiter.stall; a peer that takes none
+// for stallPunish is disconnected), and the worker moves on,
+// releasing what it loaded. The requester times out and asks again, here
+// or elsewhere. A blocking send would hold the worker, and the chunk, for
+// up to the p2p layer's send timeout (10 s on an MConnection): a handful
+// of peers that never read would hold every worker. It returns whether
+// the response was queued.
+func (r *Reactor) respond(peer p2p.ID, ch byte, msg proto.Message) bool {
+	if r.trySend(peer, ch, msg) {
+		r.serveLim.delivered(peer)
+		return true
+	}
+	r.metrics.ResponseDropped()
+	if r.peers.has(peer, ch) {
+		if err := r.serveLim.stall(peer); err != nil {
+			r.punish(peer, err)
+		}
+	}
+	r.logger.Debug("Dropped response: the peer's send queue is full or the peer is gone",
+		"peer", peer, "channel", ch, "msg", fmt.Sprintf("%T", msg))
+	return false
 }
 
 // recentSnapshots lists the app's snapshots, most recent first (height

@@ -11,7 +11,10 @@
 //   - the peak heap of a 1 GiB restore (kvapp's streaming mode: neither
 //     app holds the state, so what grows is the reactors' and the p2p
 //     stack's memory);
-//   - backfill blocks/s from 4 peers at 0 and 50 ms of added round trip.
+//   - backfill blocks/s from 4 peers at 0 and 50 ms of added round trip;
+//   - serving: the 99th-percentile latency of small messages on another
+//     channel while one node serves 16 syncing peers, ours against
+//     CometBFT's built-in reactor (-only serving runs it alone).
 //
 // Everything runs in one process: the serving nodes' memory and CPU count
 // too, and on a small machine the serving side competes with the restorer.
@@ -46,6 +49,7 @@ type config struct {
 	bfWindow     int
 	backfillRTTs []time.Duration
 	only         map[string]bool
+	serving      servingCase
 	md, verbose  bool
 }
 
@@ -61,7 +65,7 @@ func main() {
 		peers   = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
 		chunks  = flag.String("chunks", "1,10", "chunk sizes in MB")
 		rtts    = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
-		only    = flag.String("only", "restore,lifted,heap,backfill", "sections to run")
+		only    = flag.String("only", "restore,lifted,heap,backfill,serving", "sections to run")
 		quick   = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
 		sizeArg = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
 	)
@@ -73,6 +77,12 @@ func main() {
 	flag.BoolVar(&c.isolate, "isolate", false, "run the comparison's serving peers in a child process too")
 	flag.IntVar(&c.backfill, "backfill-blocks", 10000, "blocks to backfill")
 	flag.IntVar(&c.bfWindow, "backfill-window", 0, "backfill_window (0: the default)")
+	flag.IntVar(&c.serving.peers, "serving-peers", 16, "syncing peers of the serving-latency scenario")
+	flag.IntVar(&c.serving.rounds, "serving-rounds", 2, "interleaved runs of each server in the serving-latency scenario")
+	flag.StringVar(&c.serving.load, "serving-load", "requests",
+		"syncing peers of the serving-latency scenario: requests (load generators) or restore (CometBFT's restorers)")
+	flag.DurationVar(&c.serving.measure, "serving-time", 15*time.Second, "how long the serving-latency scenario measures, per server")
+	servingChunkMB := flag.Int("serving-chunk", 1, "chunk size in MB of the serving-latency scenario")
 	flag.BoolVar(&c.md, "md", false, "print Markdown tables")
 	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
 	flag.Parse()
@@ -102,6 +112,8 @@ func main() {
 		c.only[strings.TrimSpace(s)] = true
 	}
 	c.sizeMB = *sizeArg
+	c.serving.chunk, c.serving.rate = *servingChunkMB<<20, c.rate
+	c.serving.size = int64(64 * c.serving.chunk)
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -112,6 +124,7 @@ func main() {
 			c.sizeMB = 16
 		}
 		c.heapMB, c.backfill = min(c.heapMB, 128), min(c.backfill, 300)
+		c.serving.measure, c.serving.rounds = min(c.serving.measure, 3*time.Second), 1
 	}
 	logger := log.NewNopLogger()
 	if c.verbose {
@@ -192,6 +205,16 @@ func run(c config, logger log.Logger) error {
 			rs = append(rs, r)
 		}
 		printHeap(c, rs)
+	}
+
+	if c.only["serving"] {
+		fmt.Fprintf(os.Stderr, "serving: %d syncing peers, ours and CometBFT's in turn, %d x %v each ...\n",
+			c.serving.peers, c.serving.rounds, c.serving.measure)
+		r, err := runServing(c.serving, logger)
+		if err != nil {
+			return err
+		}
+		printServing(c, []servingResult{r})
 	}
 
 	if c.only["backfill"] && c.backfill > 0 {
