@@ -198,22 +198,32 @@ func (s *syncer) restore(ctx context.Context, snap *snapshot) (err error) {
 	}
 }
 
-// handleChunk spools one received chunk; it returns the bytes spooled.
+// handleChunk judges one received chunk and spools it if it is progress;
+// it returns the bytes spooled. A peer whose strikes run out is punished.
 func (s *syncer) handleChunk(snap *snapshot, q *chunkQueue, sched *fetchScheduler, in inChunk) (int, error) {
 	m := in.msg
-	if m.Height != snap.Height || m.Format != snap.Format || m.Index >= snap.Chunks {
-		s.r.metrics.Unsolicited()
-		return 0, nil
-	}
 	now := time.Now()
-	if m.Missing {
-		if !sched.missing(in.peer, m.Index, now) {
-			s.r.metrics.Unsolicited()
-		}
-		return 0, nil
+	var v fetchVerdict
+	switch {
+	case m.Height != snap.Height || m.Format != snap.Format || m.Index >= snap.Chunks:
+		v = sched.strike(in.peer)
+	case m.Missing:
+		v = sched.missing(in.peer, m.Index, now)
+	default:
+		v = sched.received(in.peer, m.Index, len(m.Chunk), now)
 	}
-	if !sched.received(in.peer, m.Index, now) {
+	switch v {
+	case verdictStale:
+		return 0, nil
+	case verdictStrike:
 		s.r.metrics.Unsolicited()
+		s.r.logger.Debug("Unsolicited chunk response", "peer", in.peer, "height", m.Height, "chunk", m.Index,
+			"missing", m.Missing)
+		return 0, nil
+	case verdictPunish:
+		s.r.metrics.Unsolicited()
+		s.rejectPeer(in.peer, fmt.Errorf("%w: more than %d unsolicited, duplicate or repeated chunk responses",
+			ErrPeerMisbehaved, maxChunkStrikes))
 		return 0, nil
 	}
 	added, err := q.put(m.Index, m.Chunk, in.peer)
