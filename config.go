@@ -43,9 +43,15 @@ type Config struct {
 	// TrustHeight. Required when Enable is set.
 	TrustHash string `mapstructure:"trust_hash" toml:"trust_hash"`
 
-	// DiscoveryTime (discovery_time, default 15s): how long Sync collects
-	// snapshot advertisements before choosing one, and the interval between
-	// asking peers again while no snapshot is usable.
+	// DiscoveryTime (discovery_time, default 15s): the longest Sync collects
+	// snapshot advertisements before choosing one. Discovery ends earlier
+	// when it has learnt enough: a snapshot is usable, nothing new was
+	// advertised for 250 ms, and either every connected peer speaking the
+	// snapshot channels has advertised, or at least two peers advertise the
+	// best snapshot. A better snapshot advertised later is still taken while
+	// no chunk has been applied. 0 means no wait: the first usable snapshot
+	// is taken. It is also the interval (at least 1s) between asking peers
+	// again while no snapshot is usable.
 	DiscoveryTime time.Duration `mapstructure:"discovery_time" toml:"discovery_time"`
 
 	// TempDir (temp_dir, default the OS temporary directory): where fetched
@@ -246,7 +252,6 @@ func (c Config) ValidateBasic() error {
 		d   time.Duration
 	}{
 		{"trust_period", c.TrustPeriod},
-		{"discovery_time", c.DiscoveryTime},
 		{"chunk_request_timeout", c.ChunkRequestTimeout},
 		{"discovery_timeout", c.DiscoveryTimeout},
 		{"verify_timeout", c.VerifyTimeout},
@@ -258,6 +263,8 @@ func (c Config) ValidateBasic() error {
 		}
 	}
 	switch {
+	case c.DiscoveryTime < 0:
+		return invalid("discovery_time", "must not be negative, got %v", c.DiscoveryTime)
 	case c.DiscoveryTimeout < c.DiscoveryTime:
 		return invalid("discovery_timeout", "%v is shorter than statesync.discovery_time %v",
 			c.DiscoveryTimeout, c.DiscoveryTime)

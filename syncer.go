@@ -41,6 +41,10 @@ const (
 // errDeferred means the snapshot was put aside to be tried again later.
 var errDeferred = errors.New("snapshot deferred")
 
+// errBetterSnapshot means a better snapshot was advertised before any chunk
+// of the chosen one was applied: the choice is made again.
+var errBetterSnapshot = errors.New("a better snapshot was advertised")
+
 // Sync restores the app from a snapshot, bootstraps the state store, saves
 // the seen commit of the snapshot height in the block store, backfills
 // historical headers when Config.Backfill is set (a backfill failure is
@@ -363,19 +367,22 @@ func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPee
 }
 
 // run discovers snapshots and tries them best first until one restores.
+// Discovery ends as soon as it has learnt enough (see discovery), at the
+// latest after Config.DiscoveryTime.
 func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 	s.started = time.Now()
 	s.requestSnapshots()
-	discoveryEnd := time.Now().Add(s.cfg.DiscoveryTime)
-	idleDeadline := time.Now().Add(s.cfg.DiscoveryTimeout)
-	rediscover := time.Now().Add(s.cfg.DiscoveryTime)
+	disc := newDiscovery(s.started, s.cfg.DiscoveryTime)
+	onSnapshot := func(peer p2p.ID, _ *snapshot) { disc.advertised(peer, time.Now()) }
+	idleDeadline := s.started.Add(s.cfg.DiscoveryTimeout)
+	rediscover := s.started.Add(s.retryAfter())
 	var lastErr error
 
 	for {
-		s.handleInbox(nil, nil)
+		s.handleInbox(onSnapshot, nil)
 		now := time.Now()
-		if now.Before(discoveryEnd) {
-			if err := s.waitUntil(ctx, discoveryEnd); err != nil {
+		if ok, wakeAt := s.discovered(disc, now); !ok {
+			if err := s.waitUntil(ctx, wakeAt); err != nil {
 				return sm.State{}, nil, err
 			}
 			continue
@@ -389,7 +396,7 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 			if !now.Before(rediscover) {
 				s.r.logger.Info("No usable snapshot yet; asking peers again", "peers", s.r.peers.len())
 				s.requestSnapshots()
-				rediscover = now.Add(s.cfg.DiscoveryTime)
+				rediscover = now.Add(s.retryAfter())
 			}
 			wakeAt := minTime(idleDeadline, rediscover)
 			if t, ok := s.pool.nextDeferred(); ok {
@@ -412,6 +419,9 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 			idleDeadline = time.Now().Add(s.cfg.DiscoveryTimeout)
 		}
 		switch {
+		case errors.Is(err, errBetterSnapshot):
+			s.r.logger.Info("A better snapshot was advertised before any chunk was applied; switching",
+				"height", snap.Height)
 		case errors.Is(err, errDeferred):
 			lastErr = err
 		case errors.Is(err, ErrAbort):
@@ -423,6 +433,38 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 			return sm.State{}, nil, err
 		}
 	}
+}
+
+// discovered asks disc whether discovery is over; if not, it returns when
+// to look again.
+func (s *syncer) discovered(disc *discovery, now time.Time) (bool, time.Time) {
+	if disc.done {
+		return true, time.Time{}
+	}
+	var capable []p2p.ID
+	for _, id := range s.r.peers.capable(SnapshotChannel, ChunkChannel) {
+		if !s.pool.isRejectedPeer(id) {
+			capable = append(capable, id)
+		}
+	}
+	best := s.pool.best(now)
+	bestPeers := 0
+	if best != nil {
+		bestPeers = len(s.pool.peersOf(best))
+	}
+	ok, wakeAt := disc.ready(now, capable, best != nil, bestPeers)
+	if ok && now.Sub(s.started) < s.cfg.DiscoveryTime {
+		s.r.logger.Info("Discovery ended early", "took", now.Sub(s.started), "snapshots", s.pool.size(),
+			"peers", len(capable))
+	}
+	return ok, wakeAt
+}
+
+// retryAfter is the interval between asking peers again for snapshots and
+// before a deferred snapshot is retried: DiscoveryTime, at least
+// minRetryInterval.
+func (s *syncer) retryAfter() time.Duration {
+	return max(s.cfg.DiscoveryTime, minRetryInterval)
 }
 
 func (s *syncer) noSnapshotError(lastErr error) error {
@@ -462,11 +504,11 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		return err // no snapshot can be verified: terminal
 	case errors.Is(err, ErrHeightNotAvailable):
 		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
 		s.r.logger.Info("State provider failed transiently; keeping the snapshot", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	default:
 		s.pool.reject(snap, err)
@@ -511,6 +553,12 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 		s.pool.reject(snap, ErrVerifyFailed)
 		return sm.State{}, nil, false, fmt.Errorf("%w: state provider returned inconsistent state for height %d",
 			ErrVerifyFailed, snap.Height)
+	}
+
+	// Verification takes a while: take a better snapshot advertised meanwhile.
+	s.handleInbox(nil, nil)
+	if best := s.pool.best(time.Now()); best != nil && best != snap && best.Height > snap.Height {
+		return sm.State{}, nil, false, fmt.Errorf("%w: height %d over %d", errBetterSnapshot, best.Height, snap.Height)
 	}
 
 	recvBefore := s.totalRecv
@@ -570,7 +618,7 @@ func (s *syncer) stalled(snap *snapshot, err error) error {
 		s.r.metrics.SnapshotRejected("stalled")
 		return fmt.Errorf("%w: height %d stalled %d times: %w", ErrRejectSnapshot, snap.Height, n, err)
 	}
-	s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+	s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 	return err
 }
 
