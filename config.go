@@ -55,8 +55,13 @@ type Config struct {
 	DiscoveryTime time.Duration `mapstructure:"discovery_time" toml:"discovery_time"`
 
 	// TempDir (temp_dir, default the OS temporary directory): where fetched
-	// chunks are spooled while a snapshot is restored (a fresh subdirectory
-	// per snapshot, removed when Sync ends).
+	// chunks are spooled while a snapshot is restored, one subdirectory per
+	// snapshot (statesync-spool-<height>-<format>-<key>). A spool survives a
+	// crash or a cancelled Sync: a later Sync that chooses the same snapshot
+	// applies the chunks found there instead of fetching them. Spools of
+	// other snapshots are deleted when a spool is opened (unless another
+	// running Sync holds them), a rejected snapshot's spool when it is
+	// rejected, and every spool when Sync succeeds or fails.
 	TempDir string `mapstructure:"temp_dir" toml:"temp_dir"`
 
 	// ChunkRequestTimeout (chunk_request_timeout, default 10s): a chunk
@@ -133,6 +138,17 @@ type Config struct {
 	// serve_queue_per_peer (128 by default), so a larger window only helps
 	// against peers configured to queue more.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
+
+	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = four times
+	// the largest chunk seen): fetched chunks held in memory while they are
+	// written to the spool (and the next one to apply until it is applied).
+	// Beyond it, chunks wait in the peers' connections (backpressure).
+	ChunkMemoryBudget int64 `mapstructure:"chunk_memory_budget" toml:"chunk_memory_budget"`
+
+	// ChunkDiskBudget (chunk_disk_budget, bytes, default 0 = unlimited):
+	// what the chunk spool under TempDir may hold. A snapshot that does not
+	// fit fails Sync with ErrDiskBudget naming the size it needs.
+	ChunkDiskBudget int64 `mapstructure:"chunk_disk_budget" toml:"chunk_disk_budget"`
 }
 
 // Defaults, as documented on the Config fields.
@@ -283,6 +299,10 @@ func (c Config) ValidateBasic() error {
 	case c.ServeQueuePerPeer < c.ServePerPeer:
 		return invalid("serve_queue_per_peer", "%d is below statesync.serve_per_peer %d",
 			c.ServeQueuePerPeer, c.ServePerPeer)
+	case c.ChunkMemoryBudget < 0:
+		return invalid("chunk_memory_budget", "must not be negative, got %d", c.ChunkMemoryBudget)
+	case c.ChunkDiskBudget < 0:
+		return invalid("chunk_disk_budget", "must not be negative, got %d", c.ChunkDiskBudget)
 	case c.TrustHeight < 0:
 		return invalid("trust_height", "must not be negative, got %d", c.TrustHeight)
 	}

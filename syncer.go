@@ -173,12 +173,6 @@ func (r *Reactor) buildStateProvider(ctx context.Context) (StateProvider, error)
 		r.cfg.VerifyTimeout, r.logger.With("module", "light"))
 }
 
-// inChunk is a chunk response waiting for the syncer loop.
-type inChunk struct {
-	peer p2p.ID
-	msg  *ssproto.ChunkResponse
-}
-
 type inSnapshot struct {
 	peer p2p.ID
 	msg  *ssproto.SnapshotsResponse
@@ -187,13 +181,6 @@ type inSnapshot struct {
 type peerEvent struct {
 	peer p2p.ID
 	up   bool
-}
-
-// restoreTarget is what the loop is fetching chunks for right now.
-type restoreTarget struct {
-	height uint64
-	format uint32
-	done   chan struct{} // closed when the attempt ends
 }
 
 // syncer runs one Sync. Its loop (run, on Sync's goroutine) owns the
@@ -215,13 +202,16 @@ type syncer struct {
 	totalRecv int64 // chunk bytes received (loop only)
 
 	// loop-owned
-	pool     *snapshotPool
-	asked    map[p2p.ID]int // snapshot advertisements still expected
-	queues   map[snapshotKey]*chunkQueue
-	scheds   map[snapshotKey]*fetchScheduler
-	stalls   map[snapshotKey]int
-	started  time.Time
-	restored time.Time
+	pool    *snapshotPool
+	asked   map[p2p.ID]int // snapshot advertisements still expected
+	queues  map[snapshotKey]*chunkSpool
+	scheds  map[snapshotKey]*fetchScheduler
+	stalls  map[snapshotKey]int
+	started time.Time
+	// keepSpools: Sync was cancelled or stopped; leave the spools for a
+	// later Sync to resume.
+	keepSpools bool
+	restored   time.Time
 }
 
 func newSyncer(r *Reactor) *syncer {
@@ -232,7 +222,7 @@ func newSyncer(r *Reactor) *syncer {
 		chunkCh: make(chan inChunk, chunkInboxSize),
 		pool:    newSnapshotPool(),
 		asked:   make(map[p2p.ID]int),
-		queues:  make(map[snapshotKey]*chunkQueue),
+		queues:  make(map[snapshotKey]*chunkSpool),
 		scheds:  make(map[snapshotKey]*fetchScheduler),
 		stalls:  make(map[snapshotKey]int),
 	}
@@ -268,29 +258,6 @@ func (s *syncer) peerEvent(peer p2p.ID, up bool) {
 	s.signal()
 }
 
-// addChunk hands a chunk to the loop if it belongs to the snapshot being
-// restored; it waits while the loop's inbox is full, but never past the end
-// of the restore attempt.
-func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
-	s.inMtx.Lock()
-	t := s.target
-	s.inMtx.Unlock()
-	if t == nil || t.height != m.Height || t.format != m.Format {
-		s.r.metrics.Unsolicited()
-		return
-	}
-	select {
-	case s.chunkCh <- inChunk{peer: peer, msg: m}:
-	case <-t.done:
-	}
-}
-
-func (s *syncer) setTarget(t *restoreTarget) {
-	s.inMtx.Lock()
-	defer s.inMtx.Unlock()
-	s.target = t
-}
-
 // drain takes the queued advertisements and peer events.
 func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
 	s.inMtx.Lock()
@@ -300,13 +267,27 @@ func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
 	return snaps, peers
 }
 
-// cleanup removes every spool directory.
+// cleanup removes every spool directory, except, when Sync was cancelled
+// or stopped, the spools are only released (a later Sync resumes them).
 func (s *syncer) cleanup() {
 	for key, q := range s.queues {
-		if err := q.close(); err != nil {
+		if s.keepSpools {
+			q.release()
+		} else if err := q.remove(); err != nil {
 			s.r.logger.Error("Failed to remove chunk spool", "dir", q.dir, "err", err)
 		}
 		delete(s.queues, key)
+	}
+}
+
+// dropSpool deletes snap's spool (it was rejected).
+func (s *syncer) dropSpool(snap *snapshot) {
+	if q, ok := s.queues[snap.key]; ok {
+		if err := q.remove(); err != nil {
+			s.r.logger.Error("Failed to remove chunk spool", "dir", q.dir, "err", err)
+		}
+		delete(s.queues, snap.key)
+		delete(s.scheds, snap.key)
 	}
 }
 
@@ -371,6 +352,7 @@ func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPee
 // latest after Config.DiscoveryTime.
 func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 	s.started = time.Now()
+	defer func() { s.keepSpools = ctx.Err() != nil }()
 	s.requestSnapshots()
 	disc := newDiscovery(s.started, s.cfg.DiscoveryTime)
 	onSnapshot := func(peer p2p.ID, _ *snapshot) { disc.advertised(peer, time.Now()) }
@@ -427,6 +409,9 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 		case errors.Is(err, ErrAbort):
 			return sm.State{}, nil, err
 		case errors.Is(err, ErrRejectSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, ErrNoPeers):
+			if !s.pool.usable(snap) {
+				s.dropSpool(snap)
+			}
 			lastErr = err
 			s.r.logger.Info("Snapshot failed; trying the next one", "height", snap.Height, "format", snap.Format, "err", err)
 		default:
@@ -579,6 +564,9 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			s.pool.reject(snap, err)
 			return sm.State{}, nil, progressed, fmt.Errorf("%w: restarted %d times: %w", ErrRejectSnapshot, attempt, err)
 		case errors.Is(err, ErrRejectSnapshot):
+			if errors.Is(err, errAppRejected) {
+				s.punishForgers(snap, err)
+			}
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("app")
 			return sm.State{}, nil, progressed, err
@@ -588,6 +576,9 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			return sm.State{}, nil, progressed, err
 		}
 		if err := s.verifyApp(ctx, snap, appHash, state.Version.Consensus.App); err != nil {
+			if errors.Is(err, ErrVerifyFailed) {
+				s.punishForgers(snap, err)
+			}
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("verify")
 			return sm.State{}, nil, progressed, err
@@ -654,6 +645,25 @@ func (s *syncer) offer(ctx context.Context, snap *snapshot, appHash []byte) erro
 		return fmt.Errorf("%w: the app rejected the senders of height %d", ErrRejectSnapshot, snap.Height)
 	default:
 		return fmt.Errorf("OfferSnapshot at height %d: unknown result %v", snap.Height, resp.Result)
+	}
+}
+
+// punishForgers punishes, and stops using for this Sync, every peer that
+// advertised snap or served one of its chunks: the app rejected its
+// content, or the restored app does not match the trusted app hash.
+func (s *syncer) punishForgers(snap *snapshot, cause error) {
+	peers := s.pool.peersOf(snap)
+	if q, ok := s.queues[snap.key]; ok {
+		peers = append(peers, q.senders()...)
+	}
+	reason := fmt.Errorf("%w: advertised or served the snapshot at height %d (hash %X): %w",
+		ErrPeerMisbehaved, snap.Height, snap.Hash, cause)
+	seen := make(map[p2p.ID]bool)
+	for _, peer := range peers {
+		if !seen[peer] {
+			seen[peer] = true
+			s.rejectPeer(peer, reason)
+		}
 	}
 }
 
