@@ -55,10 +55,13 @@ type netOpts struct {
 	rate        int64   // p2p rate per connection; 0 = 50 MB/s to keep tests fast
 	// network, if set, connects the reactors instead of CometBFT switches
 	// over MConnections (tn.nodes and testNode.p2p stay nil then).
-	network  func(t testing.TB, reactors []map[string]p2p.Reactor)
-	cfg      func(c *Config)
-	server   func(i int, app *kvapp.App)
-	provider func(c *chaingen.Chain) StateProvider
+	network func(t testing.TB, reactors []map[string]p2p.Reactor)
+	cfg     func(c *Config)
+	server  func(i int, app *kvapp.App)
+	// serverApp, if set and non-nil for i, replaces server i's app (e.g. a
+	// forged state at the snapshot height).
+	serverApp func(i int) *kvapp.App
+	provider  func(c *chaingen.Chain) StateProvider
 }
 
 func newAppConns(t testing.TB, app abci.Application) proxy.AppConns {
@@ -131,7 +134,9 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		if o.cfg != nil {
 			o.cfg(&cfg)
 		}
-		cfg.TempDir = t.TempDir()
+		if cfg.TempDir == "" {
+			cfg.TempDir = t.TempDir()
+		}
 		conns := newAppConns(t, app)
 		deps := Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
@@ -160,6 +165,9 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		}
 		if o.shareApp {
 			app = tn.source
+		}
+		if o.serverApp != nil && o.serverApp(i) != nil {
+			app = o.serverApp(i)
 		}
 		if o.server != nil {
 			o.server(i, app)
