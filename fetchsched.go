@@ -114,6 +114,8 @@ type fetchPeer struct {
 // first, to the peer expected to deliver it first; a chunk whose best peer
 // has no room waits for it, so a slow peer gets chunks needed later.
 type fetchScheduler struct {
+	height    uint64 // the snapshot's, to recognise late answers to an earlier attempt
+	format    uint32
 	n         uint32
 	maxWindow int
 	ceiling   time.Duration
@@ -427,6 +429,27 @@ func (f *fetchScheduler) answer(peer p2p.ID, index uint32) (*fetchPeer, fetchVer
 		f.dropOwner(index, peer)
 	}
 	return p, verdictProgress
+}
+
+// late reports whether peer was asked for index by this scheduler and
+// has not answered it yet; the answer is then recorded (a second one is
+// not late but a duplicate). Used for answers arriving during an attempt
+// at another snapshot.
+func (f *fetchScheduler) late(peer p2p.ID, index uint32) bool {
+	p, ok := f.peers[peer]
+	if !ok || index >= f.n {
+		return false
+	}
+	switch p.asked[index] {
+	case askInFlight, askWithdrawn:
+		if _, inflight := p.inflight[index]; inflight {
+			delete(p.inflight, index)
+			f.dropOwner(index, peer)
+		}
+		p.asked[index] = askAnswered
+		return true
+	}
+	return false
 }
 
 // received judges a chunk of size bytes from peer. On verdictProgress the

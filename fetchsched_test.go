@@ -420,3 +420,18 @@ func anyInflight(s *fetchScheduler, peer p2p.ID) (uint32, bool) {
 	}
 	return best, true
 }
+
+// TestFetchSchedulerLateAnswers: an answer to a request of an earlier
+// attempt (at another snapshot) is recognised once; a second is not.
+func TestFetchSchedulerLateAnswers(t *testing.T) {
+	now := time.Now()
+	f := newFetchScheduler(4, 2, time.Second)
+	f.addPeer("a")
+	reqs := f.assign(now)
+	require.Len(t, reqs, 2)
+	require.True(t, f.late("a", reqs[0].index))
+	require.False(t, f.late("a", reqs[0].index), "answered already")
+	require.False(t, f.late("a", 3), "never asked")
+	require.False(t, f.late("b", reqs[1].index), "unknown peer")
+	require.Equal(t, 1, f.inflight())
+}

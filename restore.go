@@ -185,6 +185,7 @@ func (s *syncer) newAttempt(snap *snapshot) (*restoreAttempt, error) {
 	sched, ok := s.scheds[snap.key]
 	if !ok {
 		sched = newFetchScheduler(snap.Chunks, s.cfg.ChunkWindow, s.cfg.ChunkRequestTimeout)
+		sched.height, sched.format = snap.Height, snap.Format
 		for i := uint32(0); i < snap.Chunks; i++ {
 			if q.has(i) {
 				sched.have(i)
@@ -209,6 +210,17 @@ func (s *syncer) newAttempt(snap *snapshot) (*restoreAttempt, error) {
 		retries: make(map[uint32]int),
 		started: time.Now(),
 	}, nil
+}
+
+// lateAnswer reports whether m answers a request that an earlier attempt,
+// at another snapshot, sent to peer (not a strike then).
+func (s *syncer) lateAnswer(peer p2p.ID, m *ssproto.ChunkResponse) bool {
+	for _, sched := range s.scheds {
+		if sched.height == m.Height && sched.format == m.Format && sched.late(peer, m.Index) {
+			return true
+		}
+	}
+	return false
 }
 
 // run is the attempt's loop.
@@ -379,7 +391,10 @@ func (a *restoreAttempt) onChunk(in inChunk) error {
 	var v fetchVerdict
 	switch {
 	case m.Height != a.snap.Height || m.Format != a.snap.Format || m.Index >= a.snap.Chunks:
-		v = a.sched.strike(in.peer)
+		v = verdictStale
+		if !a.s.lateAnswer(in.peer, m) {
+			v = a.sched.strike(in.peer)
+		}
 	case m.Missing:
 		v = a.sched.missing(in.peer, m.Index, now)
 	default:

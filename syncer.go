@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -270,6 +271,13 @@ func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
 // cleanup removes every spool directory, except, when Sync was cancelled
 // or stopped, the spools are only released (a later Sync resumes them).
 func (s *syncer) cleanup() {
+	if !s.keepSpools {
+		dir := s.cfg.TempDir
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		removeStaleSpools(dir, "") // crashed Syncs' leftovers, whatever was chosen
+	}
 	for key, q := range s.queues {
 		if s.keepSpools {
 			q.release()
