@@ -34,6 +34,7 @@ import (
 
 type config struct {
 	peers        []int
+	e2ePeers     []int
 	chunksMB     []int
 	sizeMB       int
 	rate         int64
@@ -57,13 +58,14 @@ func main() {
 		return
 	}
 	var (
-		c       config
-		peers   = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
-		chunks  = flag.String("chunks", "1,10", "chunk sizes in MB")
-		rtts    = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
-		only    = flag.String("only", "restore,lifted,heap,backfill", "sections to run")
-		quick   = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
-		sizeArg = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
+		c        config
+		peers    = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
+		chunks   = flag.String("chunks", "1,10", "chunk sizes in MB")
+		rtts     = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
+		only     = flag.String("only", "e2e,faults,restore,lifted,heap,backfill", "sections to run")
+		e2ePeers = flag.String("e2e-peers", "4,8,16", "peer counts for the end-to-end comparison")
+		quick    = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
+		sizeArg  = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
 	)
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
@@ -83,6 +85,9 @@ func main() {
 	}
 	if c.chunksMB, err = ints(*chunks); err != nil {
 		fatalf("-chunks: %v", err)
+	}
+	if c.e2ePeers, err = ints(*e2ePeers); err != nil {
+		fatalf("-e2e-peers: %v", err)
 	}
 	if c.heapChunksMB, err = ints(*heapChunks); err != nil {
 		fatalf("-heap-chunks: %v", err)
@@ -144,6 +149,9 @@ func ints(s string) ([]int, error) {
 func mb(b uint64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
 
 func run(c config, logger log.Logger) error {
+	if err := runScenarios(c, logger); err != nil {
+		return err
+	}
 	var results []restoreResult
 	if c.only["restore"] {
 		for _, chunkMB := range c.chunksMB {
