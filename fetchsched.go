@@ -118,14 +118,18 @@ type fetchScheduler struct {
 	format    uint32
 	n         uint32
 	maxWindow int
-	ceiling   time.Duration
-	done      []bool                         // fetched (or applied)
-	owners    map[uint32]map[p2p.ID]struct{} // in-flight index -> peers asked (at most 2)
-	peers     map[p2p.ID]*fetchPeer
-	strikes   map[p2p.ID]int      // misbehaviour, kept across removePeer
-	silent    map[p2p.ID]struct{} // peers dropped for answering nothing
-	cursor    uint32              // every index below is done
-	avgChunk  float64             // bytes per chunk, moving average; 0 = none seen
+	// startWindow is a new peer's window (maxWindow unless set): it
+	// grows by one per delivery, so a peer whose rate is not known yet
+	// holds few chunks (slow start).
+	startWindow int
+	ceiling     time.Duration
+	done        []bool                         // fetched (or applied)
+	owners      map[uint32]map[p2p.ID]struct{} // in-flight index -> peers asked (at most 2)
+	peers       map[p2p.ID]*fetchPeer
+	strikes     map[p2p.ID]int      // misbehaviour, kept across removePeer
+	silent      map[p2p.ID]struct{} // peers dropped for answering nothing
+	cursor      uint32              // every index below is done
+	avgChunk    float64             // bytes per chunk, moving average; 0 = none seen
 }
 
 func newFetchScheduler(n uint32, window int, ceiling time.Duration) *fetchScheduler {
@@ -150,8 +154,12 @@ func (f *fetchScheduler) addPeer(peer p2p.ID) {
 		return
 	}
 	delete(f.silent, peer)
+	window := f.maxWindow
+	if f.startWindow > 0 {
+		window = min(f.startWindow, f.maxWindow)
+	}
 	f.peers[peer] = &fetchPeer{
-		window:   f.maxWindow,
+		window:   window,
 		inflight: make(map[uint32]*fetchReq),
 		asked:    make(map[uint32]askState),
 		lacks:    make(map[uint32]struct{}),
@@ -347,20 +355,23 @@ func (f *fetchScheduler) assign(now time.Time) []chunkRequest {
 	return out
 }
 
-// hedge asks a second peer for the lowest needed chunk when every peer
-// holding it is overdue against its own rate. The second peer may go one
-// request past its window.
+// hedge asks a second peer for the lowest needed chunk when its holder is
+// overdue against its own rate, or when another peer is expected to
+// deliver it in less than half the time the holder still needs (near the
+// end of a restore, a slow peer's chunk when the fast peers run out of
+// work). The second peer may go one request past its window.
 func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool) {
 	i := f.cursor
 	holders := f.owners[i]
 	if i >= f.n || len(holders) != 1 {
 		return chunkRequest{}, false
 	}
+	var holder *fetchPeer
 	for id := range holders {
-		if p := f.peers[id]; now.Before(f.hedgeAt(p, p.inflight[i])) {
-			return chunkRequest{}, false
-		}
+		holder = f.peers[id]
 	}
+	req := holder.inflight[i]
+	overdue := !now.Before(f.hedgeAt(holder, req))
 	best, bestAt := p2p.ID(""), 0.0
 	for _, id := range ids {
 		p := f.peers[id]
@@ -380,6 +391,16 @@ func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool)
 	}
 	if best == "" {
 		return chunkRequest{}, false
+	}
+	if !overdue {
+		hc, ok := f.cost(holder)
+		if !ok || holder.rate <= 0 || f.peers[best].rate <= 0 {
+			return chunkRequest{}, false
+		}
+		remaining := req.sent.Add(time.Duration(float64(req.queued) * hc * float64(time.Second))).Sub(now).Seconds()
+		if 2*bestAt >= remaining {
+			return chunkRequest{}, false
+		}
 	}
 	return f.send(best, f.peers[best], i, now), true
 }
@@ -475,11 +496,24 @@ func (f *fetchScheduler) received(peer p2p.ID, index uint32, size int, now time.
 	delete(f.owners, index)
 	f.markDone(index)
 	p.timeouts = 0
+	f.measure(p, size, sent, now)
 	if p.window < f.maxWindow {
 		p.window++
+		if f.amongFastest(p) { // no need to probe a fast peer slowly
+			p.window = f.maxWindow
+		}
 	}
-	f.measure(p, size, sent, now)
 	return verdictProgress
+}
+
+// amongFastest reports whether p's measured rate is at least half the
+// fastest peer's.
+func (f *fetchScheduler) amongFastest(p *fetchPeer) bool {
+	best := 0.0
+	for _, q := range f.peers {
+		best = max(best, q.rate)
+	}
+	return p.rate > 0 && 2*p.rate >= best
 }
 
 // measure updates p's rate with a delivery of size bytes at now of a

@@ -435,3 +435,21 @@ func TestFetchSchedulerLateAnswers(t *testing.T) {
 	require.False(t, f.late("b", reqs[1].index), "unknown peer")
 	require.Equal(t, 1, f.inflight())
 }
+
+// TestFetchSchedulerSlowStart: with a start window of 1, a new peer holds
+// one chunk until it delivers, then its window grows by one per delivery.
+func TestFetchSchedulerSlowStart(t *testing.T) {
+	now := time.Now()
+	f := newFetchScheduler(20, 4, time.Second)
+	f.startWindow = 1
+	f.addPeer("a")
+	f.addPeer("b")
+	reqs := f.assign(now)
+	require.Len(t, reqs, 2, "one each")
+	// a delivers at 10 kB/s, b at 1 kB/s: a is among the fastest and gets
+	// its whole window; b grows by one.
+	require.Equal(t, verdictProgress, f.received(reqs[0].peer, reqs[0].index, 10_000, now.Add(time.Second)))
+	require.Equal(t, verdictProgress, f.received(reqs[1].peer, reqs[1].index, 1_000, now.Add(time.Second)))
+	require.Equal(t, 4, f.peers[reqs[0].peer].window)
+	require.Equal(t, 2, f.peers[reqs[1].peer].window)
+}

@@ -186,6 +186,7 @@ func (s *syncer) newAttempt(snap *snapshot) (*restoreAttempt, error) {
 	if !ok {
 		sched = newFetchScheduler(snap.Chunks, s.cfg.ChunkWindow, s.cfg.ChunkRequestTimeout)
 		sched.height, sched.format = snap.Height, snap.Format
+		sched.startWindow = 1
 		for i := uint32(0); i < snap.Chunks; i++ {
 			if q.has(i) {
 				sched.have(i)
