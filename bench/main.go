@@ -33,21 +33,22 @@ import (
 )
 
 type config struct {
-	peers        []int
-	e2ePeers     []int
-	chunksMB     []int
-	sizeMB       int
-	rate         int64
-	liftedPeers  int
-	heapMB       int
-	heapChunksMB []int
-	heapIsolate  bool
-	isolate      bool
-	backfill     int
-	bfWindow     int
-	backfillRTTs []time.Duration
-	only         map[string]bool
-	md, verbose  bool
+	peers          []int
+	e2ePeers       []int
+	chunksMB       []int
+	sizeMB         int
+	rate           int64
+	liftedPeers    int
+	liftedCmtPeers int
+	heapMB         int
+	heapChunksMB   []int
+	heapIsolate    bool
+	isolate        bool
+	backfill       int
+	bfWindow       int
+	backfillRTTs   []time.Duration
+	only           map[string]bool
+	md, verbose    bool
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	)
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
+	flag.IntVar(&c.liftedCmtPeers, "lifted-cmt-peers", 8, "peers for the run with rate limits lifted served by CometBFT's reactor (0: none)")
 	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
 	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of that restore")
 	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
@@ -183,6 +185,16 @@ func run(c config, logger log.Logger) error {
 			return err
 		}
 		results = append(results, r)
+		if c.liftedCmtPeers > 0 {
+			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
+				c.liftedCmtPeers, size>>20)
+			r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+				cmtServe: true}, logger)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
 	}
 	if len(results) > 0 {
 		printRestore(c, results)
@@ -249,7 +261,7 @@ func table(md bool, header []string, rows [][]string) {
 func printRestore(c config, rs []restoreResult) {
 	fmt.Println("## Restore: ours vs CometBFT v0.40's built-in reactor (same snapshot, same peers)")
 	fmt.Println()
-	header := []string{"rate/conn", "chunk", "peers", "size", "ours s", "theirs s", "ours MB/s", "theirs MB/s",
+	header := []string{"served by", "rate/conn", "chunk", "peers", "size", "ours s", "theirs s", "ours MB/s", "theirs MB/s",
 		"ours util", "theirs util", "ours/theirs", "ours heap MB", "theirs heap MB"}
 	var rows [][]string
 	for _, r := range rs {
@@ -261,7 +273,11 @@ func printRestore(c config, rs []restoreResult) {
 			rate = fmt.Sprintf("%.2f MB/s", float64(r.rate)/1e6)
 			ou, tu = fmt.Sprintf("%.0f %%", 100*ours/capacity), fmt.Sprintf("%.0f %%", 100*theirs/capacity)
 		}
-		rows = append(rows, []string{rate, fmt.Sprintf("%d MB", r.chunk>>20), strconv.Itoa(r.peers),
+		server := "ours"
+		if r.cmtServe {
+			server = "CometBFT"
+		}
+		rows = append(rows, []string{server, rate, fmt.Sprintf("%d MB", r.chunk>>20), strconv.Itoa(r.peers),
 			fmt.Sprintf("%d MB", r.bytes>>20),
 			fmt.Sprintf("%.1f", r.ours.took.Seconds()), fmt.Sprintf("%.1f", r.theirs.took.Seconds()),
 			fmt.Sprintf("%.1f", ours), fmt.Sprintf("%.1f", theirs), ou, tu,

@@ -34,6 +34,8 @@ type restoreCase struct {
 	their bool
 	// isolate runs the serving peers in a child process.
 	isolate bool
+	// cmtServe serves with CometBFT v0.40's built-in reactor instead of ours.
+	cmtServe bool
 }
 
 // restoreRun is one reactor's restore.
@@ -92,6 +94,8 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 			}
 			e.Cleanup(stop)
 			servers = addrs
+		} else if c.cmtServe {
+			servers = startCmtServers(e, c, logger)
 		} else {
 			servers = startServers(e, c, logger)
 		}
