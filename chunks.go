@@ -1,445 +1,299 @@
 package statesync
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"time"
+	"strings"
 
 	"github.com/cometbft/cometbft/p2p"
 )
 
-// chunkQueue spools one snapshot's chunks to disk under its own directory,
-// so memory stays bounded whatever the snapshot size. It remembers who sent
-// each chunk (for RejectSenders). Not safe for concurrent use: the syncer
-// loop owns it; the applier only reads files whose index it was handed.
-type chunkQueue struct {
+// Spool layout. Each snapshot gets a directory named after its height,
+// format and key (which covers the hash, chunk count and metadata) under
+// temp_dir; each chunk is one file named by its index:
+//
+//	magic "SSC1" | index u32 | length u32 | crc32c(chunk) u32 | sender length u16 | sender | chunk
+//
+// written to a temporary name and renamed, so a crash leaves either no
+// file or a whole one; a torn or corrupted file (a crash of the machine
+// before the data reached the disk) fails the length check when the spool
+// is opened, or the checksum when the chunk is read, and is fetched again.
+const (
+	spoolPrefix     = "statesync-spool-"
+	spoolMagic      = "SSC1"
+	spoolHeaderSize = 4 + 4 + 4 + 4 + 2
+	spoolLockName   = "LOCK"
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// errSpoolCorrupt means a spooled chunk failed its checks; it is fetched
+// again.
+var errSpoolCorrupt = errors.New("spooled chunk is corrupt")
+
+// chunkSpool is one snapshot's fetched chunks on disk, with each chunk's
+// sender. It survives a crash: a Sync that chooses the same snapshot again
+// (after a restart) reopens it and applies what it holds instead of
+// fetching it. The restore loop owns the bookkeeping (have, sender,
+// bytes); the files are written and removed only by the attempt's writer
+// goroutine and read by its applier, never by the loop. Not safe for
+// concurrent use.
+type chunkSpool struct {
 	dir    string
+	lock   io.Closer // held while open, so no other Sync deletes it
 	have   []bool
 	sender []p2p.ID
+	size   []int64
 	count  uint32 // chunks on disk
-	bytes  int64  // bytes on disk
+	bytes  int64  // bytes on disk (chunk data)
 }
 
-// newChunkQueue creates a spool directory under tempDir (the OS default when
-// empty) for s.
-func newChunkQueue(tempDir string, s *snapshot) (*chunkQueue, error) {
-	if tempDir != "" {
-		if err := os.MkdirAll(tempDir, 0o700); err != nil {
-			return nil, fmt.Errorf("creating chunk spool directory: %w", err)
-		}
+// spoolDir returns the spool directory of s under tempDir.
+func spoolDir(tempDir string, s *snapshot) string {
+	if tempDir == "" {
+		tempDir = os.TempDir()
 	}
-	dir, err := os.MkdirTemp(tempDir, fmt.Sprintf("statesync-%d-%d-", s.Height, s.Format))
-	if err != nil {
+	return filepath.Join(tempDir, fmt.Sprintf("%s%d-%d-%x", spoolPrefix, s.Height, s.Format, s.key[:12]))
+}
+
+// openChunkSpool opens (or creates) the spool of s under tempDir (the OS
+// temporary directory when empty), keeping every whole chunk found there,
+// and deletes the spools of other snapshots that no running Sync holds.
+func openChunkSpool(tempDir string, s *snapshot) (*chunkSpool, error) {
+	dir := spoolDir(tempDir, s)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating chunk spool directory: %w", err)
 	}
-	return &chunkQueue{
+	lock, err := lockSpool(filepath.Join(dir, spoolLockName))
+	if err != nil {
+		return nil, fmt.Errorf("locking chunk spool %s: %w", dir, err)
+	}
+	q := &chunkSpool{
 		dir:    dir,
+		lock:   lock,
 		have:   make([]bool, s.Chunks),
 		sender: make([]p2p.ID, s.Chunks),
-	}, nil
+		size:   make([]int64, s.Chunks),
+	}
+	q.load(s.Chunks)
+	removeStaleSpools(filepath.Dir(dir), dir)
+	return q, nil
 }
 
-func (q *chunkQueue) size() uint32 { return uint32(len(q.have)) }
+// load records the whole chunks already in the directory and removes the
+// rest (temporary files, torn files, out-of-range indexes).
+func (q *chunkSpool) load(n uint32) {
+	entries, err := os.ReadDir(q.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == spoolLockName {
+			continue
+		}
+		path := filepath.Join(q.dir, name)
+		index, err := strconv.ParseUint(name, 10, 32)
+		if err != nil || uint32(index) >= n {
+			_ = os.Remove(path)
+			continue
+		}
+		sender, size, err := readSpoolHeader(path, uint32(index))
+		if err != nil {
+			_ = os.Remove(path)
+			continue
+		}
+		q.mark(uint32(index), sender, size)
+	}
+}
 
-func (q *chunkQueue) path(index uint32) string {
+// removeStaleSpools deletes the spools under root other than keep that no
+// running Sync holds (their lock can be taken).
+func removeStaleSpools(root, keep string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		path := filepath.Join(root, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), spoolPrefix) || path == keep {
+			continue
+		}
+		lock, err := lockSpool(filepath.Join(path, spoolLockName))
+		if err != nil {
+			continue // in use by another Sync
+		}
+		_ = os.RemoveAll(path)
+		_ = lock.Close()
+	}
+}
+
+func (q *chunkSpool) n() uint32 { return uint32(len(q.have)) }
+
+func (q *chunkSpool) path(index uint32) string {
 	return filepath.Join(q.dir, strconv.FormatUint(uint64(index), 10))
 }
 
 // has reports whether chunk index is on disk.
-func (q *chunkQueue) has(index uint32) bool {
-	return index < q.size() && q.have[index]
+func (q *chunkSpool) has(index uint32) bool {
+	return index < q.n() && q.have[index]
 }
 
-// put spools a chunk. It returns false without writing if the chunk is
-// already on disk. The write is atomic (temp file and rename), so a crash
-// never leaves a torn chunk behind.
-func (q *chunkQueue) put(index uint32, data []byte, sender p2p.ID) (bool, error) {
-	if index >= q.size() {
-		return false, fmt.Errorf("chunk index %d out of range (%d chunks)", index, q.size())
+// mark records that chunk index of size bytes from sender is on disk.
+func (q *chunkSpool) mark(index uint32, sender p2p.ID, size int64) {
+	if index >= q.n() || q.have[index] {
+		return
 	}
-	if q.have[index] {
-		return false, nil
-	}
-	tmp := q.path(index) + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return false, fmt.Errorf("spooling chunk %d: %w", index, err)
-	}
-	if err := os.Rename(tmp, q.path(index)); err != nil {
-		return false, fmt.Errorf("spooling chunk %d: %w", index, err)
-	}
-	q.have[index] = true
-	q.sender[index] = sender
+	q.have[index], q.sender[index], q.size[index] = true, sender, size
 	q.count++
-	q.bytes += int64(len(data))
-	return true, nil
+	q.bytes += size
 }
 
-// load reads a spooled chunk. Safe to call from another goroutine for an
-// index that is on disk and not being discarded.
-func (q *chunkQueue) load(index uint32) ([]byte, error) {
-	return os.ReadFile(q.path(index))
+// unmark forgets chunk index (its file is to be removed); it returns
+// whether it was on disk.
+func (q *chunkSpool) unmark(index uint32) bool {
+	if !q.has(index) {
+		return false
+	}
+	q.bytes -= q.size[index]
+	q.have[index], q.sender[index], q.size[index] = false, "", 0
+	q.count--
+	return true
 }
 
 // senderOf returns who sent chunk index ("" if not on disk).
-func (q *chunkQueue) senderOf(index uint32) p2p.ID {
+func (q *chunkSpool) senderOf(index uint32) p2p.ID {
 	if !q.has(index) {
 		return ""
 	}
 	return q.sender[index]
 }
 
-// discard deletes chunk index from disk so it is fetched again.
-func (q *chunkQueue) discard(index uint32) error {
-	if !q.has(index) {
-		return nil
-	}
-	info, statErr := os.Stat(q.path(index))
-	if err := os.Remove(q.path(index)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("discarding chunk %d: %w", index, err)
-	}
-	if statErr == nil {
-		q.bytes -= info.Size()
-	}
-	q.have[index] = false
-	q.sender[index] = ""
-	q.count--
-	return nil
-}
-
-// discardSender discards every chunk from peer with index >= from (chunks
-// below from are applied already) and returns their indexes.
-func (q *chunkQueue) discardSender(peer p2p.ID, from uint32) ([]uint32, error) {
+// fromSender returns the indexes >= from on disk that peer sent.
+func (q *chunkSpool) fromSender(peer p2p.ID, from uint32) []uint32 {
 	var out []uint32
-	for i := from; i < q.size(); i++ {
+	for i := from; i < q.n(); i++ {
 		if q.have[i] && q.sender[i] == peer {
-			if err := q.discard(i); err != nil {
-				return out, err
-			}
 			out = append(out, i)
 		}
 	}
-	return out, nil
-}
-
-// close removes the spool directory and everything in it.
-func (q *chunkQueue) close() error {
-	return os.RemoveAll(q.dir)
-}
-
-// chunkRequest is a chunk request the scheduler wants sent.
-type chunkRequest struct {
-	peer  p2p.ID
-	index uint32
-}
-
-// fetchPeer is the scheduler's view of one peer serving the snapshot.
-type fetchPeer struct {
-	window   int                  // current cap on requests in flight
-	inflight map[uint32]time.Time // index -> deadline
-	lacks    map[uint32]struct{}  // indexes the peer said it does not have
-	asked    map[uint32]struct{}  // indexes ever requested (late replies are accepted)
-	strikes  int                  // timeouts in a row without any answer
-}
-
-// maxSilentStrikes is how many timeouts in a row, with no answer between
-// them, make the scheduler stop asking a peer for this snapshot.
-const maxSilentStrikes = 3
-
-// fetchScheduler decides which chunk to request from which peer. Every peer
-// serving the snapshot keeps its own window of requests in flight, filled
-// lowest index first so applying (strictly in order) is never starved. A
-// request times out when its peer delivers nothing for the timeout: each
-// delivery from a peer pushes back the deadlines of its other requests,
-// because a peer serves its window one chunk after another. A timed-out
-// request is re-requested elsewhere and halves the peer's window; each
-// delivery grows it back by one up to the configured window.
-//
-// Goroutine-free and not safe for concurrent use: the syncer loop owns it.
-type fetchScheduler struct {
-	n         uint32
-	silent    map[p2p.ID]struct{} // peers dropped for answering nothing
-	maxWindow int
-	timeout   time.Duration
-	done      []bool            // spooled (or applied)
-	owner     map[uint32]p2p.ID // in-flight index -> peer
-	peers     map[p2p.ID]*fetchPeer
-	cursor    uint32 // every index below is done
-}
-
-func newFetchScheduler(n uint32, window int, timeout time.Duration) *fetchScheduler {
-	if window < 1 {
-		window = 1
-	}
-	return &fetchScheduler{
-		n:         n,
-		maxWindow: window,
-		timeout:   timeout,
-		done:      make([]bool, n),
-		owner:     make(map[uint32]p2p.ID),
-		peers:     make(map[p2p.ID]*fetchPeer),
-		silent:    make(map[p2p.ID]struct{}),
-	}
-}
-
-// addPeer starts using peer (no-op if known).
-func (f *fetchScheduler) addPeer(peer p2p.ID) {
-	if _, ok := f.peers[peer]; ok {
-		return
-	}
-	delete(f.silent, peer)
-	f.peers[peer] = &fetchPeer{
-		window:   f.maxWindow,
-		inflight: make(map[uint32]time.Time),
-		lacks:    make(map[uint32]struct{}),
-		asked:    make(map[uint32]struct{}),
-	}
-}
-
-// hasPeer reports whether peer is in use.
-func (f *fetchScheduler) hasPeer(peer p2p.ID) bool {
-	_, ok := f.peers[peer]
-	return ok
-}
-
-// numPeers returns the number of peers in use.
-func (f *fetchScheduler) numPeers() int { return len(f.peers) }
-
-// removePeer stops using peer; its in-flight chunks become needed again.
-func (f *fetchScheduler) removePeer(peer p2p.ID) {
-	p, ok := f.peers[peer]
-	if !ok {
-		return
-	}
-	for index := range p.inflight {
-		delete(f.owner, index)
-	}
-	delete(f.peers, peer)
-}
-
-// assign fills every peer's window and returns the requests to send.
-func (f *fetchScheduler) assign(now time.Time) []chunkRequest {
-	ids := make([]p2p.ID, 0, len(f.peers))
-	for id := range f.peers {
-		ids = append(ids, id)
-	}
-	// Fewest in flight first, so the lowest indexes are spread over peers.
-	sort.Slice(ids, func(i, j int) bool {
-		a, b := len(f.peers[ids[i]].inflight), len(f.peers[ids[j]].inflight)
-		if a != b {
-			return a < b
-		}
-		return ids[i] < ids[j]
-	})
-	var out []chunkRequest
-	for progress := true; progress; {
-		progress = false
-		for _, id := range ids {
-			p := f.peers[id]
-			if len(p.inflight) >= p.window {
-				continue
-			}
-			index, ok := f.nextFor(p)
-			if !ok {
-				continue
-			}
-			p.inflight[index] = now.Add(f.timeout)
-			p.asked[index] = struct{}{}
-			f.owner[index] = id
-			out = append(out, chunkRequest{peer: id, index: index})
-			progress = true
-		}
-	}
 	return out
 }
 
-// nextFor returns the lowest needed index not in flight that p may have.
-func (f *fetchScheduler) nextFor(p *fetchPeer) (uint32, bool) {
-	for i := f.cursor; i < f.n; i++ {
-		if f.done[i] {
-			continue
-		}
-		if _, busy := f.owner[i]; busy {
-			continue
-		}
-		if _, lacks := p.lacks[i]; lacks {
-			continue
-		}
-		return i, true
-	}
-	return 0, false
-}
-
-// unassign withdraws a request that could not be sent; the chunk is
-// assigned again on the next call to assign.
-func (f *fetchScheduler) unassign(peer p2p.ID, index uint32) {
-	if p, ok := f.peers[peer]; ok && f.owner[index] == peer {
-		delete(p.inflight, index)
-		delete(f.owner, index)
-	}
-}
-
-// received records a chunk from peer. It reports whether the chunk was
-// solicited (requested from this peer now or earlier) and still needed.
-func (f *fetchScheduler) received(peer p2p.ID, index uint32, now time.Time) (solicited bool) {
-	p, ok := f.peers[peer]
-	if !ok || index >= f.n {
-		return false
-	}
-	if _, asked := p.asked[index]; !asked {
-		return false
-	}
-	f.progressed(p, now)
-	if f.done[index] {
-		return false
-	}
-	if owner, busy := f.owner[index]; busy {
-		delete(f.peers[owner].inflight, index)
-		delete(f.owner, index)
-	}
-	f.markDone(index)
-	if p.window < f.maxWindow {
-		p.window++
-	}
-	return true
-}
-
-// missing records that peer does not have chunk index; it is not asked for
-// it again. It reports whether the answer was solicited.
-func (f *fetchScheduler) missing(peer p2p.ID, index uint32, now time.Time) bool {
-	p, ok := f.peers[peer]
-	if !ok || index >= f.n {
-		return false
-	}
-	if _, asked := p.asked[index]; !asked {
-		return false
-	}
-	f.progressed(p, now)
-	p.lacks[index] = struct{}{}
-	if f.owner[index] == peer {
-		delete(p.inflight, index)
-		delete(f.owner, index)
-	}
-	return true
-}
-
-// progressed pushes back the deadlines of p's requests: it is delivering.
-func (f *fetchScheduler) progressed(p *fetchPeer, now time.Time) {
-	p.strikes = 0
-	d := now.Add(f.timeout)
-	for index, old := range p.inflight {
-		if old.Before(d) {
-			p.inflight[index] = d
-		}
-	}
-}
-
-func (f *fetchScheduler) markDone(index uint32) {
-	f.done[index] = true
-	for f.cursor < f.n && f.done[f.cursor] {
-		f.cursor++
-	}
-}
-
-// refetch marks index needed again (its chunk was discarded).
-func (f *fetchScheduler) refetch(index uint32) {
-	if index >= f.n {
-		return
-	}
-	f.done[index] = false
-	if index < f.cursor {
-		f.cursor = index
-	}
-}
-
-// expire times out requests past their deadline, returns them, and halves
-// the windows of their peers. A peer that timed out maxSilentStrikes times
-// in a row without answering anything is no longer asked (see unhelpful).
-func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
-	var out []chunkRequest
-	for id, p := range f.peers {
-		timedOut := false
-		for index, deadline := range p.inflight {
-			if now.Before(deadline) {
-				continue
-			}
-			delete(p.inflight, index)
-			delete(f.owner, index)
-			out = append(out, chunkRequest{peer: id, index: index})
-			timedOut = true
-		}
-		if timedOut {
-			p.window = max(1, p.window/2)
-			p.strikes++
-			if p.strikes >= maxSilentStrikes {
-				f.removePeer(id)
-				f.silent[id] = struct{}{}
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].index < out[j].index })
-	return out
-}
-
-// nextDeadline returns the earliest deadline of any request in flight.
-func (f *fetchScheduler) nextDeadline() (time.Time, bool) {
-	var next time.Time
-	found := false
-	for _, p := range f.peers {
-		for _, d := range p.inflight {
-			if !found || d.Before(next) {
-				next, found = d, true
-			}
-		}
-	}
-	return next, found
-}
-
-// inflight returns the number of requests in flight.
-func (f *fetchScheduler) inflight() int { return len(f.owner) }
-
-// complete reports whether every chunk is done.
-func (f *fetchScheduler) complete() bool { return f.cursor >= f.n }
-
-// stalled reports whether some needed chunk cannot be requested from any
-// peer in use (all lack it, or there are no peers) and nothing is in flight.
-func (f *fetchScheduler) stalled() bool {
-	if f.complete() || len(f.owner) > 0 {
-		return false
-	}
-	for _, p := range f.peers {
-		if _, ok := f.nextFor(p); ok {
-			return false
-		}
-	}
-	return true
-}
-
-// unhelpful returns, sorted, the peers that said they lack a needed chunk
-// and the peers dropped for silence: the ones to blame for a stall.
-func (f *fetchScheduler) unhelpful() []p2p.ID {
+// senders returns every peer that sent a chunk on disk.
+func (q *chunkSpool) senders() []p2p.ID {
+	seen := make(map[p2p.ID]struct{})
 	var out []p2p.ID
-	for id := range f.silent {
-		out = append(out, id)
-	}
-	for id, p := range f.peers {
-		for index := range p.lacks {
-			if !f.done[index] {
-				out = append(out, id)
-				break
-			}
+	for i, ok := range q.have {
+		if _, dup := seen[q.sender[i]]; ok && !dup && q.sender[i] != "" {
+			seen[q.sender[i]] = struct{}{}
+			out = append(out, q.sender[i])
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
 
-// forget stops using peer and clears what is known of it, so that if it
-// advertises the snapshot again it starts afresh.
-func (f *fetchScheduler) forget(peer p2p.ID) {
-	f.removePeer(peer)
-	delete(f.silent, peer)
+// remove deletes the spool directory and releases it.
+func (q *chunkSpool) remove() error {
+	err := os.RemoveAll(q.dir)
+	q.release()
+	return err
+}
+
+// release closes the spool and leaves it on disk (to resume after a
+// restart).
+func (q *chunkSpool) release() {
+	if q.lock != nil {
+		_ = q.lock.Close()
+		q.lock = nil
+	}
+}
+
+// writeSpoolFile writes one chunk file atomically (temporary name, then
+// rename). Called by the writer goroutine only.
+func writeSpoolFile(path string, index uint32, data []byte, sender p2p.ID) error {
+	if len(sender) > 0xFFFF {
+		sender = sender[:0xFFFF]
+	}
+	hdr := make([]byte, spoolHeaderSize, spoolHeaderSize+len(sender))
+	copy(hdr, spoolMagic)
+	binary.BigEndian.PutUint32(hdr[4:], index)
+	binary.BigEndian.PutUint32(hdr[8:], uint32(len(data)))
+	binary.BigEndian.PutUint32(hdr[12:], crc32.Checksum(data, crcTable))
+	binary.BigEndian.PutUint16(hdr[16:], uint16(len(sender)))
+	hdr = append(hdr, sender...)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(hdr)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// readSpoolHeader checks a chunk file's header and length against its
+// size, and returns its sender and chunk size.
+func readSpoolHeader(path string, index uint32) (p2p.ID, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	var hdr [spoolHeaderSize]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return "", 0, errSpoolCorrupt
+	}
+	sender := make([]byte, binary.BigEndian.Uint16(hdr[16:]))
+	if _, err := io.ReadFull(f, sender); err != nil {
+		return "", 0, errSpoolCorrupt
+	}
+	size := int64(binary.BigEndian.Uint32(hdr[8:]))
+	if string(hdr[:4]) != spoolMagic || binary.BigEndian.Uint32(hdr[4:]) != index ||
+		info.Size() != spoolHeaderSize+int64(len(sender))+size {
+		return "", 0, errSpoolCorrupt
+	}
+	return p2p.ID(sender), size, nil
+}
+
+// readSpoolFile reads and checks one chunk file. Called by the applier.
+func readSpoolFile(path string, index uint32) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < spoolHeaderSize || string(raw[:4]) != spoolMagic || binary.BigEndian.Uint32(raw[4:]) != index {
+		return nil, errSpoolCorrupt
+	}
+	size := int(binary.BigEndian.Uint32(raw[8:]))
+	start := spoolHeaderSize + int(binary.BigEndian.Uint16(raw[16:]))
+	if len(raw) != start+size {
+		return nil, errSpoolCorrupt
+	}
+	data := raw[start:]
+	if crc32.Checksum(data, crcTable) != binary.BigEndian.Uint32(raw[12:]) {
+		return nil, errSpoolCorrupt
+	}
+	return data, nil
 }

@@ -46,14 +46,25 @@ type Config struct {
 	// TrustHeight. Required when Enable is set.
 	TrustHash string `mapstructure:"trust_hash" toml:"trust_hash"`
 
-	// DiscoveryTime (discovery_time, default 15s): how long Sync collects
-	// snapshot advertisements before choosing one, and the interval between
-	// asking peers again while no snapshot is usable.
+	// DiscoveryTime (discovery_time, default 15s): the longest Sync collects
+	// snapshot advertisements before choosing one. Discovery ends earlier
+	// when it has learnt enough: a snapshot is usable, nothing new was
+	// advertised for 250 ms, and either every connected peer speaking the
+	// snapshot channels has advertised, or at least two peers advertise the
+	// best snapshot. A better snapshot advertised later is still taken while
+	// no chunk has been applied. 0 means no wait: the first usable snapshot
+	// is taken. It is also the interval (at least 1s) between asking peers
+	// again while no snapshot is usable.
 	DiscoveryTime time.Duration `mapstructure:"discovery_time" toml:"discovery_time"`
 
 	// TempDir (temp_dir, default the OS temporary directory): where fetched
-	// chunks are spooled while a snapshot is restored (a fresh subdirectory
-	// per snapshot, removed when Sync ends).
+	// chunks are spooled while a snapshot is restored, one subdirectory per
+	// snapshot (statesync-spool-<height>-<format>-<key>). A spool survives a
+	// crash or a cancelled Sync: a later Sync that chooses the same snapshot
+	// applies the chunks found there instead of fetching them. Spools of
+	// other snapshots are deleted when a spool is opened (unless another
+	// running Sync holds them), a rejected snapshot's spool when it is
+	// rejected, and every spool when Sync succeeds or fails.
 	TempDir string `mapstructure:"temp_dir" toml:"temp_dir"`
 
 	// ChunkRequestTimeout (chunk_request_timeout, default 10s): a chunk
@@ -175,6 +186,17 @@ type Config struct {
 	// fails with ErrNotEnoughPeers. While no peer is connected at all it
 	// waits up to DiscoveryTimeout.
 	LightPeersTimeout time.Duration `mapstructure:"light_peers_timeout" toml:"light_peers_timeout"`
+
+	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = four times
+	// the largest chunk seen): fetched chunks held in memory while they are
+	// written to the spool (and the next one to apply until it is applied).
+	// Beyond it, chunks wait in the peers' connections (backpressure).
+	ChunkMemoryBudget int64 `mapstructure:"chunk_memory_budget" toml:"chunk_memory_budget"`
+
+	// ChunkDiskBudget (chunk_disk_budget, bytes, default 0 = unlimited):
+	// what the chunk spool under TempDir may hold. A snapshot that does not
+	// fit fails Sync with ErrDiskBudget naming the size it needs.
+	ChunkDiskBudget int64 `mapstructure:"chunk_disk_budget" toml:"chunk_disk_budget"`
 }
 
 // OnNoSnapshot policies.
@@ -310,7 +332,6 @@ func (c Config) ValidateBasic() error {
 		d   time.Duration
 	}{
 		{"trust_period", c.TrustPeriod},
-		{"discovery_time", c.DiscoveryTime},
 		{"chunk_request_timeout", c.ChunkRequestTimeout},
 		{"discovery_timeout", c.DiscoveryTimeout},
 		{"verify_timeout", c.VerifyTimeout},
@@ -322,6 +343,8 @@ func (c Config) ValidateBasic() error {
 		}
 	}
 	switch {
+	case c.DiscoveryTime < 0:
+		return invalid("discovery_time", "must not be negative, got %v", c.DiscoveryTime)
 	case c.DiscoveryTimeout < c.DiscoveryTime:
 		return invalid("discovery_timeout", "%v is shorter than statesync.discovery_time %v",
 			c.DiscoveryTimeout, c.DiscoveryTime)
@@ -348,6 +371,10 @@ func (c Config) ValidateBasic() error {
 		return invalid("serve_light_time", "must be in (0, 1s], got %v", c.ServeLightTime)
 	case c.ServeLightCache < 0:
 		return invalid("serve_light_cache", "must not be negative, got %d", c.ServeLightCache)
+	case c.ChunkMemoryBudget < 0:
+		return invalid("chunk_memory_budget", "must not be negative, got %d", c.ChunkMemoryBudget)
+	case c.ChunkDiskBudget < 0:
+		return invalid("chunk_disk_budget", "must not be negative, got %d", c.ChunkDiskBudget)
 	case c.TrustHeight < 0:
 		return invalid("trust_height", "must not be negative, got %d", c.TrustHeight)
 	case c.OnNoSnapshot != "" && c.OnNoSnapshot != OnNoSnapshotStop && c.OnNoSnapshot != OnNoSnapshotBlockSync:

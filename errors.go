@@ -79,6 +79,10 @@ var (
 	// trust period: choose a more recent trust height and hash.
 	ErrTrustExpired = errors.New("statesync: trust root expired")
 
+	// ErrDiskBudget means the chosen snapshot does not fit in
+	// Config.ChunkDiskBudget; the message says how much it needs.
+	ErrDiskBudget = errors.New("statesync: chunk spool exceeds chunk_disk_budget")
+
 	// ErrBackfill wraps a backfill failure; it is reported, never fatal.
 	ErrBackfill = errors.New("statesync: backfill failed")
 )

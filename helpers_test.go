@@ -61,6 +61,9 @@ type netOpts struct {
 	// freshDeps, if set, edits the fresh node's Deps before its Reactor
 	// is built.
 	freshDeps func(d *Deps)
+	// serverApp, if set and non-nil for i, replaces server i's app (e.g. a
+	// forged state at the snapshot height).
+	serverApp func(i int) *kvapp.App
 	provider  func(c *chaingen.Chain) StateProvider
 }
 
@@ -134,7 +137,9 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		if o.cfg != nil {
 			o.cfg(&cfg)
 		}
-		cfg.TempDir = t.TempDir()
+		if cfg.TempDir == "" {
+			cfg.TempDir = t.TempDir()
+		}
 		conns := newAppConns(t, app)
 		deps := Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
@@ -166,6 +171,9 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		}
 		if o.shareApp {
 			app = tn.source
+		}
+		if o.serverApp != nil && o.serverApp(i) != nil {
+			app = o.serverApp(i)
 		}
 		if o.server != nil {
 			o.server(i, app)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -13,10 +14,55 @@ import (
 	ssproto "github.com/statesync/statesync/proto"
 )
 
-// applyJob hands the applier the next chunk to apply.
+// The chunk inbox: Receive hands chunk responses to the restore loop
+// through syncer.chunkCh (unbuffered, so each connection holds at most the
+// chunk it is handing over), only while an attempt runs.
+
+// inChunk is a chunk response waiting for the restore loop.
+type inChunk struct {
+	peer p2p.ID
+	msg  *ssproto.ChunkResponse
+}
+
+// restoreTarget is what the loop is fetching chunks for right now.
+type restoreTarget struct {
+	height uint64
+	format uint32
+	done   chan struct{} // closed when the attempt ends
+}
+
+// addChunk hands a chunk response to the loop while a restore attempt
+// runs (the loop judges it: one for another snapshot is a strike); it
+// waits while the loop is busy, but never past the end of the attempt.
+// Between attempts a response is only counted (it may be a late answer to
+// the previous attempt).
+func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
+	s.inMtx.Lock()
+	t := s.target
+	s.inMtx.Unlock()
+	if t == nil {
+		s.r.metrics.Unsolicited()
+		return
+	}
+	select {
+	case s.chunkCh <- inChunk{peer: peer, msg: m}:
+	case <-t.done:
+	}
+}
+
+func (s *syncer) setTarget(t *restoreTarget) {
+	s.inMtx.Lock()
+	defer s.inMtx.Unlock()
+	s.target = t
+}
+
+// applyJob hands the applier the next chunk to apply: its data when held
+// in memory, else it is read from the spool.
 type applyJob struct {
 	index  uint32
 	sender p2p.ID
+	data   []byte
+	path   string
 }
 
 // applyResult is the applier's report on one chunk.
@@ -27,297 +73,565 @@ type applyResult struct {
 	took  time.Duration
 }
 
-// restore fetches snap's chunks from every peer advertising it and applies
-// them in order. The loop (this goroutine) owns the chunk queue and the fetch
-// scheduler; one applier goroutine feeds the app, so fetching continues
-// while a chunk is being applied. Fetched chunks survive a failed attempt
-// (they stay spooled until Sync ends).
+// spoolOp is a job for the writer: write a chunk file, or remove one.
+type spoolOp struct {
+	index  uint32
+	data   []byte // nil: remove
+	sender p2p.ID
+	path   string
+}
+
+// spoolDone is the writer's report on one spoolOp.
+type spoolDone struct {
+	op  spoolOp
+	err error
+}
+
+// errAppRejected means the app answered REJECT_SNAPSHOT to a chunk: the
+// snapshot's content is forged (or broken); its peers are punished.
+var errAppRejected = errors.New("the app rejected the snapshot")
+
+// heldChunk is a fetched chunk held in memory.
+type heldChunk struct {
+	data   []byte
+	sender p2p.ID
+}
+
+// restoreAttempt is one attempt at restoring a snapshot: fetch its chunks
+// from every peer advertising it, spool them, apply them in order. Its loop
+// (run, on Sync's goroutine) owns the fetch scheduler, the spool's
+// bookkeeping and the chunks held in memory; it never touches the disk:
+// one writer goroutine writes and removes chunk files, one applier
+// goroutine reads them and feeds the app, so fetching goes on while a
+// chunk is written or applied. Chunks are held in memory until written
+// (and the next one to apply until applied), within the memory budget;
+// beyond it the loop stops taking chunks from the inbox, which holds the
+// peers' connections back.
+type restoreAttempt struct {
+	s      *syncer
+	r      *Reactor
+	snap   *snapshot
+	spool  *chunkSpool
+	sched  *fetchScheduler
+	target *restoreTarget
+
+	jobs    chan applyJob
+	results chan applyResult
+	ops     chan spoolOp
+	done    chan spoolDone
+
+	held      map[uint32]heldChunk // in memory: being written, or next to apply
+	writing   map[uint32]int       // spool ops queued or running, per index
+	queued    []spoolOp            // waiting for the writer
+	memBytes  int64
+	maxChunk  int64
+	nextApply uint32
+	applying  bool
+	retries   map[uint32]int
+	stallAt   time.Time
+	recv      int64
+	started   time.Time
+	retrySoon bool
+	better    bool // a better snapshot was advertised before any chunk was applied
+}
+
+// restore runs one attempt at snap. Fetched chunks stay spooled across
+// attempts (and across a crash) until the snapshot is restored or
+// rejected.
 //
 // It returns nil when every chunk was applied, ErrRetrySnapshot,
-// ErrRejectSnapshot, ErrAbort or ErrNoPeers (wrapped) as the app or the
-// network decide, or ctx.Err().
-func (s *syncer) restore(ctx context.Context, snap *snapshot) (err error) {
-	r := s.r
+// ErrRejectSnapshot, ErrAbort, ErrNoPeers or ErrDiskBudget (wrapped) as
+// the app, the network or the disk decide, errBetterSnapshot, or
+// ctx.Err().
+func (s *syncer) restore(ctx context.Context, snap *snapshot) error {
+	a, err := s.newAttempt(snap)
+	if err != nil {
+		return err
+	}
+	attemptCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		s.setTarget(nil)
+		close(a.target.done)
+		cancel()
+		wg.Wait()
+		a.abandon()
+	}()
+	s.setTarget(a.target)
+	for _, f := range []func(context.Context){a.applier, a.writer} {
+		wg.Add(1)
+		if !s.r.goFunc(func(context.Context) { defer wg.Done(); f(attemptCtx) }) {
+			wg.Done()
+			return ErrStopped
+		}
+	}
+	return a.run(ctx)
+}
+
+// newAttempt opens (or reuses) snap's spool and scheduler.
+func (s *syncer) newAttempt(snap *snapshot) (*restoreAttempt, error) {
 	q, ok := s.queues[snap.key]
 	if !ok {
-		q, err = newChunkQueue(s.cfg.TempDir, snap)
-		if err != nil {
-			return err
+		var err error
+		if q, err = openChunkSpool(s.cfg.TempDir, snap); err != nil {
+			return nil, err
 		}
 		s.queues[snap.key] = q
+		if q.count > 0 {
+			s.r.logger.Info("Resuming from chunks spooled before", "height", snap.Height, "chunks", q.count,
+				"bytes", q.bytes, "dir", q.dir)
+		}
 	}
 	sched, ok := s.scheds[snap.key]
 	if !ok {
 		sched = newFetchScheduler(snap.Chunks, s.cfg.ChunkWindow, s.cfg.ChunkRequestTimeout)
+		sched.height, sched.format = snap.Height, snap.Format
+		sched.startWindow = 1
+		for i := uint32(0); i < snap.Chunks; i++ {
+			if q.has(i) {
+				sched.have(i)
+			}
+		}
 		s.scheds[snap.key] = sched
 	}
 	for _, peer := range s.pool.peersOf(snap) {
-		if r.peers.has(peer, ChunkChannel) {
+		if s.r.peers.has(peer, ChunkChannel) {
 			sched.addPeer(peer)
 		}
 	}
+	return &restoreAttempt{
+		s: s, r: s.r, snap: snap, spool: q, sched: sched,
+		target:  &restoreTarget{height: snap.Height, format: snap.Format, done: make(chan struct{})},
+		jobs:    make(chan applyJob),
+		results: make(chan applyResult),
+		ops:     make(chan spoolOp),
+		done:    make(chan spoolDone),
+		held:    make(map[uint32]heldChunk),
+		writing: make(map[uint32]int),
+		retries: make(map[uint32]int),
+		started: time.Now(),
+	}, nil
+}
 
-	target := &restoreTarget{height: snap.Height, format: snap.Format, done: make(chan struct{})}
-	s.setTarget(target)
-	attemptCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	jobs := make(chan applyJob)
-	results := make(chan applyResult)
-	defer func() {
-		s.setTarget(nil)
-		close(target.done)
-		cancel()
-		wg.Wait()
-	}()
-	wg.Add(1)
-	if !r.goFunc(func(context.Context) {
-		defer wg.Done()
-		s.applier(attemptCtx, q, jobs, results)
-	}) {
-		wg.Done()
-		return ErrStopped
+// lateAnswer reports whether m answers a request that an earlier attempt,
+// at another snapshot, sent to peer (not a strike then).
+func (s *syncer) lateAnswer(peer p2p.ID, m *ssproto.ChunkResponse) bool {
+	for _, sched := range s.scheds {
+		if sched.height == m.Height && sched.format == m.Format && sched.late(peer, m.Index) {
+			return true
+		}
 	}
+	return false
+}
 
-	started := time.Now()
-	var (
-		nextApply  uint32
-		applying   bool
-		retries    = make(map[uint32]int)
-		stallSince time.Time
-		bytesRecv  int64
-	)
-	r.progress.update(func(p *Progress) {
-		p.Phase, p.ChunksFetched, p.ChunksApplied = PhaseRestore, q.count, 0
+// run is the attempt's loop.
+func (a *restoreAttempt) run(ctx context.Context) error {
+	a.r.progress.update(func(p *Progress) {
+		p.Phase, p.ChunksFetched, p.ChunksApplied = PhaseRestore, a.spool.count, 0
 	})
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-
 	for {
 		now := time.Now()
-		// Fill every peer's window. A request whose send queue is full is
-		// withdrawn and retried shortly.
-		retrySoon := false
-		for _, req := range sched.assign(now) {
-			msg := &ssproto.ChunkRequest{Height: snap.Height, Format: snap.Format, Index: req.index}
-			if r.trySend(req.peer, ChunkChannel, msg) {
-				continue
-			}
-			if !r.peers.has(req.peer, ChunkChannel) {
-				sched.removePeer(req.peer)
-			} else {
-				sched.unassign(req.peer, req.index)
-				retrySoon = true
-			}
-		}
-		// Feed the applier.
-		if !applying && nextApply < snap.Chunks && q.has(nextApply) {
-			select {
-			case jobs <- applyJob{index: nextApply, sender: q.senderOf(nextApply)}:
-				applying = true
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if !applying && nextApply >= snap.Chunks {
-			r.logger.Info("All chunks applied", "height", snap.Height, "chunks", snap.Chunks,
-				"bytes", q.bytes, "took", time.Since(started))
+		a.request(now)
+		if a.nextApply >= a.snap.Chunks && !a.applying {
+			a.r.logger.Info("All chunks applied", "height", a.snap.Height, "chunks", a.snap.Chunks,
+				"bytes", a.spool.bytes, "took", time.Since(a.started))
 			return nil
 		}
-		// Stalled: no peer can provide a missing chunk. Wait a while for
-		// peers to come back, then give the snapshot up (deferred).
-		if sched.stalled() && !applying {
-			if stallSince.IsZero() {
-				stallSince = now
-				r.logger.Info("No peer can serve the missing chunks; waiting", "peers", sched.numPeers())
-			} else if now.Sub(stallSince) >= s.cfg.ChunkRequestTimeout {
-				return fmt.Errorf("%w: no peer served the chunks of height %d for %v",
-					ErrNoPeers, snap.Height, now.Sub(stallSince))
-			}
-		} else {
-			stallSince = time.Time{}
+		if a.better {
+			return fmt.Errorf("%w: over height %d", errBetterSnapshot, a.snap.Height)
 		}
+		if err := a.checkStall(now); err != nil {
+			return err
+		}
+		timer.Reset(max(time.Until(a.wakeAt(now)), time.Millisecond))
 
-		wakeAt := now.Add(time.Hour)
-		if d, ok := sched.nextDeadline(); ok {
-			wakeAt = minTime(wakeAt, d)
+		var jobs chan<- applyJob
+		job, ready := a.nextJob()
+		if ready {
+			jobs = a.jobs
 		}
-		if !stallSince.IsZero() {
-			wakeAt = minTime(wakeAt, stallSince.Add(s.cfg.ChunkRequestTimeout))
+		var ops chan<- spoolOp
+		var op spoolOp
+		if len(a.queued) > 0 {
+			ops, op = a.ops, a.queued[0]
 		}
-		if retrySoon {
-			wakeAt = minTime(wakeAt, now.Add(10*time.Millisecond))
+		var chunks <-chan inChunk
+		if a.memBytes < a.memBudget() {
+			chunks = a.s.chunkCh
 		}
-		timer.Reset(max(time.Until(wakeAt), time.Millisecond))
 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-
-		case <-s.wake:
-			s.handleInbox(func(peer p2p.ID, adv *snapshot) {
-				if adv == snap && r.peers.has(peer, ChunkChannel) {
-					sched.addPeer(peer)
-				}
-			}, sched.removePeer)
-
+		case <-a.s.wake:
+			a.onInbox()
 		case <-timer.C:
-			for _, req := range sched.expire(time.Now()) {
-				r.metrics.ChunkTimeout()
-				r.logger.Debug("Chunk request timed out", "peer", req.peer, "chunk", req.index)
+			for _, req := range a.sched.expire(time.Now()) {
+				a.r.metrics.ChunkTimeout()
+				a.r.logger.Debug("Chunk request timed out", "peer", req.peer, "chunk", req.index)
 			}
-
-		case in := <-s.chunkCh:
-			n, err := s.handleChunk(snap, q, sched, in)
-			if err != nil {
+		case jobs <- job:
+			a.applying = true
+		case ops <- op:
+			a.queued = a.queued[1:]
+		case d := <-a.done:
+			if err := a.onSpooled(d); err != nil {
 				return err
 			}
-			if n > 0 {
-				bytesRecv += int64(n)
-				s.totalRecv += int64(n)
-				fetched, total := q.count, s.totalRecv
-				rate := float64(bytesRecv) / max(time.Since(started).Seconds(), 1e-3)
-				r.progress.update(func(p *Progress) {
-					p.ChunksFetched, p.Bytes, p.Rate = fetched, total, rate
-					if fetched > 0 && fetched < snap.Chunks {
-						perChunk := float64(bytesRecv) / float64(fetched)
-						p.ETA = time.Duration(float64(snap.Chunks-fetched) * perChunk / max(rate, 1) * float64(time.Second))
-					}
-				})
-			}
-
-		case res := <-results:
-			applying = false
-			next, err := s.handleApplied(snap, q, sched, res, nextApply, retries)
-			if err != nil {
+		case in := <-chunks:
+			if err := a.onChunk(in); err != nil {
 				return err
 			}
-			nextApply = next
-			applied := nextApply
-			r.progress.update(func(p *Progress) { p.ChunksApplied, p.ChunksFetched = applied, q.count })
+		case res := <-a.results:
+			if err := a.onApplied(res); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// handleChunk spools one received chunk; it returns the bytes spooled.
-func (s *syncer) handleChunk(snap *snapshot, q *chunkQueue, sched *fetchScheduler, in inChunk) (int, error) {
-	m := in.msg
-	if m.Height != snap.Height || m.Format != snap.Format || m.Index >= snap.Chunks {
-		s.r.metrics.Unsolicited()
-		return 0, nil
+// memBudget is how many chunk bytes the attempt may hold in memory:
+// Config.ChunkMemoryBudget, or 4 of the largest chunk seen when 0.
+func (a *restoreAttempt) memBudget() int64 {
+	if b := a.s.cfg.ChunkMemoryBudget; b > 0 {
+		return b
 	}
-	now := time.Now()
-	if m.Missing {
-		if !sched.missing(in.peer, m.Index, now) {
-			s.r.metrics.Unsolicited()
-		}
-		return 0, nil
-	}
-	if !sched.received(in.peer, m.Index, now) {
-		s.r.metrics.Unsolicited()
-		return 0, nil
-	}
-	added, err := q.put(m.Index, m.Chunk, in.peer)
-	if err != nil {
-		return 0, err
-	}
-	if !added {
-		return 0, nil
-	}
-	s.r.metrics.ChunkFetched(len(m.Chunk))
-	return len(m.Chunk), nil
+	return max(4*a.maxChunk, 1)
 }
 
-// handleApplied acts on the app's answer for one chunk: RefetchChunks and
-// RejectSenders first, then the result. It returns the next index to apply.
-func (s *syncer) handleApplied(snap *snapshot, q *chunkQueue, sched *fetchScheduler, res applyResult,
-	nextApply uint32, retries map[uint32]int,
-) (uint32, error) {
-	r := s.r
-	if res.err != nil {
-		return nextApply, fmt.Errorf("applying chunk %d of height %d: %w", res.index, snap.Height, res.err)
-	}
-	resp := res.resp
-	accepted := resp.Result == abci.ResponseApplySnapshotChunk_ACCEPT
-
-	for _, index := range resp.RefetchChunks {
-		if index >= snap.Chunks {
+// request sends the requests the scheduler hands out. One whose send
+// queue is full is withdrawn and retried shortly.
+func (a *restoreAttempt) request(now time.Time) {
+	a.retrySoon = false
+	for _, req := range a.sched.assign(now) {
+		msg := &ssproto.ChunkRequest{Height: a.snap.Height, Format: a.snap.Format, Index: req.index}
+		if a.r.trySend(req.peer, ChunkChannel, msg) {
 			continue
 		}
-		if err := q.discard(index); err != nil {
-			return nextApply, err
+		if !a.r.peers.has(req.peer, ChunkChannel) {
+			a.sched.removePeer(req.peer)
+		} else {
+			a.sched.unassign(req.peer, req.index)
+			a.retrySoon = true
 		}
-		sched.refetch(index)
-		if index < nextApply {
-			nextApply = index
+	}
+}
+
+// checkStall gives the snapshot up (deferred) when no peer has been able
+// to provide a missing chunk for ChunkRequestTimeout.
+func (a *restoreAttempt) checkStall(now time.Time) error {
+	if !a.sched.stalled() || a.applying {
+		a.stallAt = time.Time{}
+		return nil
+	}
+	if a.stallAt.IsZero() {
+		a.stallAt = now
+		a.r.logger.Info("No peer can serve the missing chunks; waiting", "peers", a.sched.numPeers())
+		return nil
+	}
+	if now.Sub(a.stallAt) >= a.s.cfg.ChunkRequestTimeout {
+		return fmt.Errorf("%w: no peer served the chunks of height %d for %v",
+			ErrNoPeers, a.snap.Height, now.Sub(a.stallAt))
+	}
+	return nil
+}
+
+// wakeAt is when the loop must look again without news.
+func (a *restoreAttempt) wakeAt(now time.Time) time.Time {
+	at := now.Add(time.Hour)
+	if d, ok := a.sched.nextDeadline(); ok {
+		at = minTime(at, d)
+	}
+	if !a.stallAt.IsZero() {
+		at = minTime(at, a.stallAt.Add(a.s.cfg.ChunkRequestTimeout))
+	}
+	if a.retrySoon {
+		at = minTime(at, now.Add(10*time.Millisecond))
+	}
+	return at
+}
+
+// nextJob returns the job for the next chunk to apply, if it is ready.
+func (a *restoreAttempt) nextJob() (applyJob, bool) {
+	i := a.nextApply
+	if a.applying || i >= a.snap.Chunks {
+		return applyJob{}, false
+	}
+	if h, ok := a.held[i]; ok {
+		return applyJob{index: i, sender: h.sender, data: h.data}, true
+	}
+	if !a.spool.has(i) {
+		return applyJob{}, false
+	}
+	return applyJob{index: i, sender: a.spool.senderOf(i), path: a.spool.path(i)}, true
+}
+
+// onInbox takes new advertisements and peer events: a peer advertising
+// the snapshot is used; a better snapshot is taken while nothing has been
+// applied.
+func (a *restoreAttempt) onInbox() {
+	a.s.handleInbox(func(peer p2p.ID, adv *snapshot) {
+		if adv == a.snap && a.r.peers.has(peer, ChunkChannel) {
+			a.sched.addPeer(peer)
 		}
+		if adv != a.snap && adv.Height > a.snap.Height && a.nextApply == 0 && !a.applying &&
+			a.s.pool.best(time.Now()) == adv {
+			a.better = true
+		}
+	}, a.sched.removePeer)
+}
+
+// onChunk judges one received chunk; a chunk that is progress is held in
+// memory and queued for the writer. A peer whose strikes run out is
+// punished.
+func (a *restoreAttempt) onChunk(in inChunk) error {
+	m := in.msg
+	now := time.Now()
+	var v fetchVerdict
+	switch {
+	case m.Height != a.snap.Height || m.Format != a.snap.Format || m.Index >= a.snap.Chunks:
+		v = verdictStale
+		if !a.s.lateAnswer(in.peer, m) {
+			v = a.sched.strike(in.peer)
+		}
+	case m.Missing:
+		v = a.sched.missing(in.peer, m.Index, now)
+	default:
+		v = a.sched.received(in.peer, m.Index, len(m.Chunk), now)
+	}
+	switch v {
+	case verdictStale:
+		return nil
+	case verdictStrike:
+		a.r.metrics.Unsolicited()
+		a.r.logger.Debug("Unsolicited chunk response", "peer", in.peer, "height", m.Height, "chunk", m.Index,
+			"missing", m.Missing)
+		return nil
+	case verdictPunish:
+		a.r.metrics.Unsolicited()
+		a.s.rejectPeer(in.peer, fmt.Errorf("%w: more than %d unsolicited, duplicate or repeated chunk responses",
+			ErrPeerMisbehaved, maxChunkStrikes))
+		return nil
+	}
+	if err := a.checkDisk(int64(len(m.Chunk))); err != nil {
+		return err
+	}
+	size := int64(len(m.Chunk))
+	a.maxChunk = max(a.maxChunk, size)
+	a.release(m.Index)
+	a.held[m.Index] = heldChunk{data: m.Chunk, sender: in.peer}
+	a.memBytes += size
+	a.queue(spoolOp{index: m.Index, data: m.Chunk, sender: in.peer, path: a.spool.path(m.Index)})
+	a.recv += size
+	a.s.totalRecv += size
+	a.r.metrics.ChunkFetched(len(m.Chunk))
+	a.reportFetch()
+	return nil
+}
+
+// checkDisk fails the attempt with ErrDiskBudget when the spool cannot
+// take size more bytes within Config.ChunkDiskBudget.
+func (a *restoreAttempt) checkDisk(size int64) error {
+	budget := a.s.cfg.ChunkDiskBudget
+	if budget <= 0 {
+		return nil
+	}
+	pending := int64(0)
+	for _, h := range a.held {
+		pending += int64(len(h.data))
+	}
+	if a.spool.bytes+pending+size <= budget {
+		return nil
+	}
+	need := int64(a.snap.Chunks) * max(a.maxChunk, size)
+	return fmt.Errorf("%w: snapshot at height %d needs about %d bytes (%d chunks of up to %d), "+
+		"statesync.chunk_disk_budget is %d", ErrDiskBudget, a.snap.Height, need, a.snap.Chunks,
+		max(a.maxChunk, size), budget)
+}
+
+// onSpooled records a chunk file written or removed by the writer.
+func (a *restoreAttempt) onSpooled(d spoolDone) error {
+	i := d.op.index
+	if a.writing[i]--; a.writing[i] <= 0 {
+		delete(a.writing, i)
+	}
+	if d.op.data == nil {
+		return nil // removed
+	}
+	if d.err != nil {
+		return fmt.Errorf("spooling chunk %d of height %d: %w", i, a.snap.Height, d.err)
+	}
+	if !a.sched.done[i] || a.writing[i] > 0 { // discarded (or fetched again) meanwhile
+		if a.writing[i] == 0 {
+			a.queue(spoolOp{index: i, path: d.op.path})
+		}
+		return nil
+	}
+	a.spool.mark(i, d.op.sender, int64(len(d.op.data)))
+	if i != a.nextApply {
+		a.release(i)
+	}
+	a.reportFetch()
+	return nil
+}
+
+// queue hands op to the writer (in order).
+func (a *restoreAttempt) queue(op spoolOp) {
+	a.queued = append(a.queued, op)
+	a.writing[op.index]++
+}
+
+// release drops chunk index from memory.
+func (a *restoreAttempt) release(index uint32) {
+	if h, ok := a.held[index]; ok {
+		a.memBytes -= int64(len(h.data))
+		delete(a.held, index)
+	}
+}
+
+// abandon makes the chunks not yet on disk needed again when the attempt
+// ends without restoring the snapshot: what was held in memory or still
+// being written is lost.
+func (a *restoreAttempt) abandon() {
+	for i := range a.held {
+		if !a.spool.has(i) {
+			a.sched.refetch(i)
+		}
+	}
+	for i := range a.writing {
+		if !a.spool.has(i) {
+			a.sched.refetch(i)
+		}
+	}
+}
+
+// discard forgets chunk index and has its file removed; it is fetched
+// again.
+func (a *restoreAttempt) discard(index uint32) {
+	if a.spool.unmark(index) {
+		a.queue(spoolOp{index: index, path: a.spool.path(index)})
+	}
+	a.release(index)
+	a.sched.refetch(index)
+}
+
+// reportFetch updates the progress with the bytes received.
+func (a *restoreAttempt) reportFetch() {
+	fetched, total, recv, chunks := a.spool.count, a.s.totalRecv, a.recv, a.snap.Chunks
+	rate := float64(recv) / max(time.Since(a.started).Seconds(), 1e-3)
+	a.r.progress.update(func(p *Progress) {
+		p.ChunksFetched, p.Bytes, p.Rate = fetched, total, rate
+		if fetched > 0 && fetched < chunks {
+			perChunk := float64(recv) / float64(fetched)
+			p.ETA = time.Duration(float64(chunks-fetched) * perChunk / max(rate, 1) * float64(time.Second))
+		}
+	})
+}
+
+// onApplied acts on the app's answer for one chunk: RefetchChunks and
+// RejectSenders first, then the result.
+func (a *restoreAttempt) onApplied(res applyResult) error {
+	a.applying = false
+	a.release(res.index)
+	if errors.Is(res.err, errSpoolCorrupt) {
+		a.r.logger.Info("Spooled chunk corrupt; fetching it again", "chunk", res.index)
+		a.discard(res.index)
+		return nil
+	}
+	if res.err != nil {
+		return fmt.Errorf("applying chunk %d of height %d: %w", res.index, a.snap.Height, res.err)
+	}
+	accepted := res.resp.Result == abci.ResponseApplySnapshotChunk_ACCEPT
+	for _, index := range res.resp.RefetchChunks {
+		if index >= a.snap.Chunks {
+			continue
+		}
+		a.discard(index)
+		a.nextApply = min(a.nextApply, index)
 		if index == res.index {
 			accepted = false
 		}
 	}
-	for _, sender := range resp.RejectSenders {
+	if a.rejectSenders(res, accepted) {
+		accepted = false
+	}
+	if err := a.result(res, accepted); err != nil {
+		return err
+	}
+	applied, fetched := a.nextApply, a.spool.count
+	a.r.progress.update(func(p *Progress) { p.ChunksApplied, p.ChunksFetched = applied, fetched })
+	return nil
+}
+
+// rejectSenders punishes the senders the app rejected and discards their
+// chunks not yet applied; it reports whether res.index was discarded.
+func (a *restoreAttempt) rejectSenders(res applyResult, accepted bool) bool {
+	hit := false
+	for _, sender := range res.resp.RejectSenders {
 		if sender == "" {
 			continue
 		}
 		peer := p2p.ID(sender)
-		s.rejectPeer(peer, fmt.Errorf("%w: the app rejected its chunks of height %d", ErrPeerMisbehaved, snap.Height))
+		a.s.rejectPeer(peer, fmt.Errorf("%w: the app rejected its chunks of height %d", ErrPeerMisbehaved, a.snap.Height))
 		from := res.index
 		if accepted {
 			from = res.index + 1
 		}
-		discarded, err := q.discardSender(peer, from)
-		if err != nil {
-			return nextApply, err
-		}
-		for _, index := range discarded {
-			sched.refetch(index)
-			if index == res.index {
-				accepted = false
-			}
+		for _, index := range a.spool.fromSender(peer, from) {
+			a.discard(index)
+			hit = hit || index == res.index
 		}
 	}
+	return hit
+}
 
-	switch resp.Result {
+// result acts on the app's result for one chunk.
+func (a *restoreAttempt) result(res applyResult, accepted bool) error {
+	switch res.resp.Result {
 	case abci.ResponseApplySnapshotChunk_ACCEPT:
-		r.metrics.ChunkApplied(res.took)
-		if accepted && res.index == nextApply {
-			nextApply++
+		a.r.metrics.ChunkApplied(res.took)
+		if accepted && res.index == a.nextApply {
+			a.nextApply++
 		}
-		return nextApply, nil
+		return nil
 	case abci.ResponseApplySnapshotChunk_RETRY:
-		retries[res.index]++
-		if retries[res.index] > maxChunkRetries {
-			return nextApply, fmt.Errorf("%w: chunk %d retried %d times", ErrRejectSnapshot, res.index, maxChunkRetries)
+		a.retries[res.index]++
+		if a.retries[res.index] > maxChunkRetries {
+			return fmt.Errorf("%w: chunk %d retried %d times", ErrRejectSnapshot, res.index, maxChunkRetries)
 		}
-		return nextApply, nil
+		return nil
 	case abci.ResponseApplySnapshotChunk_RETRY_SNAPSHOT:
-		return nextApply, fmt.Errorf("%w: at chunk %d", ErrRetrySnapshot, res.index)
+		return fmt.Errorf("%w: at chunk %d", ErrRetrySnapshot, res.index)
 	case abci.ResponseApplySnapshotChunk_REJECT_SNAPSHOT:
-		return nextApply, fmt.Errorf("%w: the app rejected it at chunk %d", ErrRejectSnapshot, res.index)
+		return fmt.Errorf("%w: %w at chunk %d", ErrRejectSnapshot, errAppRejected, res.index)
 	case abci.ResponseApplySnapshotChunk_ABORT:
-		return nextApply, fmt.Errorf("%w: ApplySnapshotChunk %d of height %d", ErrAbort, res.index, snap.Height)
+		return fmt.Errorf("%w: ApplySnapshotChunk %d of height %d", ErrAbort, res.index, a.snap.Height)
 	default:
-		return nextApply, fmt.Errorf("ApplySnapshotChunk %d of height %d: unknown result %v",
-			res.index, snap.Height, resp.Result)
+		return fmt.Errorf("ApplySnapshotChunk %d of height %d: unknown result %v",
+			res.index, a.snap.Height, res.resp.Result)
 	}
 }
 
-// applier applies the chunks it is handed, one at a time, reading each from
-// the spool. It exits when ctx ends.
-func (s *syncer) applier(ctx context.Context, q *chunkQueue, jobs <-chan applyJob, results chan<- applyResult) {
+// applier applies the chunks it is handed, one at a time, reading from the
+// spool those not held in memory. It exits when ctx ends.
+func (a *restoreAttempt) applier(ctx context.Context) {
 	for {
 		var job applyJob
 		select {
 		case <-ctx.Done():
 			return
-		case job = <-jobs:
+		case job = <-a.jobs:
 		}
 		res := applyResult{index: job.index}
-		data, err := q.load(job.index)
-		if err != nil {
-			res.err = fmt.Errorf("reading spooled chunk: %w", err)
-		} else {
+		data := job.data
+		if data == nil {
+			data, res.err = readSpoolFile(job.path, job.index)
+		}
+		if res.err == nil {
 			start := time.Now()
-			res.resp, res.err = s.r.deps.Snapshots.ApplySnapshotChunk(ctx, &abci.RequestApplySnapshotChunk{
+			res.resp, res.err = a.r.deps.Snapshots.ApplySnapshotChunk(ctx, &abci.RequestApplySnapshotChunk{
 				Index: job.index, Chunk: data, Sender: string(job.sender),
 			})
 			res.took = time.Since(start)
@@ -326,7 +640,31 @@ func (s *syncer) applier(ctx context.Context, q *chunkQueue, jobs <-chan applyJo
 			}
 		}
 		select {
-		case results <- res:
+		case a.results <- res:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// writer writes and removes chunk files, in the order it is handed them.
+// It exits when ctx ends.
+func (a *restoreAttempt) writer(ctx context.Context) {
+	for {
+		var op spoolOp
+		select {
+		case <-ctx.Done():
+			return
+		case op = <-a.ops:
+		}
+		d := spoolDone{op: op}
+		if op.data != nil {
+			d.err = writeSpoolFile(op.path, op.index, op.data, op.sender)
+		} else if err := os.Remove(op.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.err = err
+		}
+		select {
+		case a.done <- d:
 		case <-ctx.Done():
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -48,6 +49,10 @@ const (
 
 // errDeferred means the snapshot was put aside to be tried again later.
 var errDeferred = errors.New("snapshot deferred")
+
+// errBetterSnapshot means a better snapshot was advertised before any chunk
+// of the chosen one was applied: the choice is made again.
+var errBetterSnapshot = errors.New("a better snapshot was advertised")
 
 // Sync restores the app from a snapshot, writes the stores and returns
 // the state to hand to block sync or consensus. With Config.Backfill it
@@ -191,12 +196,6 @@ func (r *Reactor) buildStateProvider(ctx context.Context) (StateProvider, error)
 		r.cfg.VerifyTimeout, r.logger.With("module", "light"))
 }
 
-// inChunk is a chunk response waiting for the syncer loop.
-type inChunk struct {
-	peer p2p.ID
-	msg  *ssproto.ChunkResponse
-}
-
 type inSnapshot struct {
 	peer p2p.ID
 	msg  *ssproto.SnapshotsResponse
@@ -205,13 +204,6 @@ type inSnapshot struct {
 type peerEvent struct {
 	peer p2p.ID
 	up   bool
-}
-
-// restoreTarget is what the loop is fetching chunks for right now.
-type restoreTarget struct {
-	height uint64
-	format uint32
-	done   chan struct{} // closed when the attempt ends
 }
 
 // syncer runs one Sync. Its loop (run, on Sync's goroutine) owns the
@@ -241,12 +233,15 @@ type syncer struct {
 	totalRecv int64 // chunk bytes received (loop only)
 
 	// loop-owned
-	pool     *snapshotPool
-	queues   map[snapshotKey]*chunkQueue
-	scheds   map[snapshotKey]*fetchScheduler
-	stalls   map[snapshotKey]int
-	started  time.Time
-	restored time.Time
+	pool    *snapshotPool
+	queues  map[snapshotKey]*chunkSpool
+	scheds  map[snapshotKey]*fetchScheduler
+	stalls  map[snapshotKey]int
+	started time.Time
+	// keepSpools: Sync was cancelled or stopped; leave the spools for a
+	// later Sync to resume.
+	keepSpools bool
+	restored   time.Time
 }
 
 func newSyncer(r *Reactor) *syncer {
@@ -258,7 +253,7 @@ func newSyncer(r *Reactor) *syncer {
 		pool:    newSnapshotPool(),
 		asked:   make(map[p2p.ID]int),
 		excess:  make(map[p2p.ID]int),
-		queues:  make(map[snapshotKey]*chunkQueue),
+		queues:  make(map[snapshotKey]*chunkSpool),
 		scheds:  make(map[snapshotKey]*fetchScheduler),
 		stalls:  make(map[snapshotKey]int),
 	}
@@ -323,29 +318,6 @@ func (s *syncer) peerEvent(peer p2p.ID, up bool) {
 	s.signal()
 }
 
-// addChunk hands a chunk to the loop if it belongs to the snapshot being
-// restored; it waits while the loop's inbox is full, but never past the end
-// of the restore attempt.
-func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
-	s.inMtx.Lock()
-	t := s.target
-	s.inMtx.Unlock()
-	if t == nil || t.height != m.Height || t.format != m.Format {
-		s.r.metrics.Unsolicited()
-		return
-	}
-	select {
-	case s.chunkCh <- inChunk{peer: peer, msg: m}:
-	case <-t.done:
-	}
-}
-
-func (s *syncer) setTarget(t *restoreTarget) {
-	s.inMtx.Lock()
-	defer s.inMtx.Unlock()
-	s.target = t
-}
-
 // drain takes the queued advertisements and peer events.
 func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
 	s.inMtx.Lock()
@@ -355,13 +327,34 @@ func (s *syncer) drain() ([]inSnapshot, []peerEvent) {
 	return snaps, peers
 }
 
-// cleanup removes every spool directory.
+// cleanup removes every spool directory, except, when Sync was cancelled
+// or stopped, the spools are only released (a later Sync resumes them).
 func (s *syncer) cleanup() {
+	if !s.keepSpools {
+		dir := s.cfg.TempDir
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		removeStaleSpools(dir, "") // crashed Syncs' leftovers, whatever was chosen
+	}
 	for key, q := range s.queues {
-		if err := q.close(); err != nil {
+		if s.keepSpools {
+			q.release()
+		} else if err := q.remove(); err != nil {
 			s.r.logger.Error("Failed to remove chunk spool", "dir", q.dir, "err", err)
 		}
 		delete(s.queues, key)
+	}
+}
+
+// dropSpool deletes snap's spool (it was rejected).
+func (s *syncer) dropSpool(snap *snapshot) {
+	if q, ok := s.queues[snap.key]; ok {
+		if err := q.remove(); err != nil {
+			s.r.logger.Error("Failed to remove chunk spool", "dir", q.dir, "err", err)
+		}
+		delete(s.queues, snap.key)
+		delete(s.scheds, snap.key)
 	}
 }
 
@@ -421,19 +414,23 @@ func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPee
 }
 
 // run discovers snapshots and tries them best first until one restores.
+// Discovery ends as soon as it has learnt enough (see discovery), at the
+// latest after Config.DiscoveryTime.
 func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 	s.started = time.Now()
+	defer func() { s.keepSpools = ctx.Err() != nil }()
 	s.requestSnapshots()
-	discoveryEnd := time.Now().Add(s.cfg.DiscoveryTime)
-	idleDeadline := time.Now().Add(s.cfg.DiscoveryTimeout)
-	rediscover := time.Now().Add(s.cfg.DiscoveryTime)
+	disc := newDiscovery(s.started, s.cfg.DiscoveryTime)
+	onSnapshot := func(peer p2p.ID, _ *snapshot) { disc.advertised(peer, time.Now()) }
+	idleDeadline := s.started.Add(s.cfg.DiscoveryTimeout)
+	rediscover := s.started.Add(s.retryAfter())
 	var lastErr error
 
 	for {
-		s.handleInbox(nil, nil)
+		s.handleInbox(onSnapshot, nil)
 		now := time.Now()
-		if now.Before(discoveryEnd) {
-			if err := s.waitUntil(ctx, discoveryEnd); err != nil {
+		if ok, wakeAt := s.discovered(disc, now); !ok {
+			if err := s.waitUntil(ctx, wakeAt); err != nil {
 				return sm.State{}, nil, err
 			}
 			continue
@@ -447,7 +444,7 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 			if !now.Before(rediscover) {
 				s.r.logger.Info("No usable snapshot yet; asking peers again", "peers", s.r.peers.len())
 				s.requestSnapshots()
-				rediscover = now.Add(s.cfg.DiscoveryTime)
+				rediscover = now.Add(s.retryAfter())
 			}
 			wakeAt := minTime(idleDeadline, rediscover)
 			if t, ok := s.pool.nextDeferred(); ok {
@@ -470,17 +467,55 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 			idleDeadline = time.Now().Add(s.cfg.DiscoveryTimeout)
 		}
 		switch {
+		case errors.Is(err, errBetterSnapshot):
+			s.r.logger.Info("A better snapshot was advertised before any chunk was applied; switching",
+				"height", snap.Height)
 		case errors.Is(err, errDeferred):
 			lastErr = err
 		case errors.Is(err, ErrAbort):
 			return sm.State{}, nil, err
 		case errors.Is(err, ErrRejectSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, ErrNoPeers):
+			if !s.pool.usable(snap) {
+				s.dropSpool(snap)
+			}
 			lastErr = err
 			s.r.logger.Info("Snapshot failed; trying the next one", "height", snap.Height, "format", snap.Format, "err", err)
 		default:
 			return sm.State{}, nil, err
 		}
 	}
+}
+
+// discovered asks disc whether discovery is over; if not, it returns when
+// to look again.
+func (s *syncer) discovered(disc *discovery, now time.Time) (bool, time.Time) {
+	if disc.done {
+		return true, time.Time{}
+	}
+	var capable []p2p.ID
+	for _, id := range s.r.peers.capable(SnapshotChannel, ChunkChannel) {
+		if !s.pool.isRejectedPeer(id) {
+			capable = append(capable, id)
+		}
+	}
+	best := s.pool.best(now)
+	bestPeers := 0
+	if best != nil {
+		bestPeers = len(s.pool.peersOf(best))
+	}
+	ok, wakeAt := disc.ready(now, capable, best != nil, bestPeers)
+	if ok && now.Sub(s.started) < s.cfg.DiscoveryTime {
+		s.r.logger.Info("Discovery ended early", "took", now.Sub(s.started), "snapshots", s.pool.size(),
+			"peers", len(capable))
+	}
+	return ok, wakeAt
+}
+
+// retryAfter is the interval between asking peers again for snapshots and
+// before a deferred snapshot is retried: DiscoveryTime, at least
+// minRetryInterval.
+func (s *syncer) retryAfter() time.Duration {
+	return max(s.cfg.DiscoveryTime, minRetryInterval)
 }
 
 func (s *syncer) noSnapshotError(lastErr error) error {
@@ -522,7 +557,7 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		return err // no snapshot can be verified: terminal
 	case errors.Is(err, ErrHeightNotAvailable):
 		s.r.logger.Info("Snapshot height not verifiable yet; trying again later", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProvidersDisagree):
 		// A provider fault, not a snapshot fault: the liars are left out
@@ -532,7 +567,7 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
 		s.r.logger.Info("State provider failed transiently; keeping the snapshot", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	default:
 		s.pool.reject(snap, err)
@@ -579,6 +614,12 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			ErrVerifyFailed, snap.Height)
 	}
 
+	// Verification takes a while: take a better snapshot advertised meanwhile.
+	s.handleInbox(nil, nil)
+	if best := s.pool.best(time.Now()); best != nil && best != snap && best.Height > snap.Height {
+		return sm.State{}, nil, false, fmt.Errorf("%w: height %d over %d", errBetterSnapshot, best.Height, snap.Height)
+	}
+
 	recvBefore := s.totalRecv
 	for attempt := 0; ; attempt++ {
 		if err := s.offer(ctx, snap, appHash); err != nil {
@@ -597,6 +638,9 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			s.pool.reject(snap, err)
 			return sm.State{}, nil, progressed, fmt.Errorf("%w: restarted %d times: %w", ErrRejectSnapshot, attempt, err)
 		case errors.Is(err, ErrRejectSnapshot):
+			if errors.Is(err, errAppRejected) {
+				s.punishForgers(snap, err)
+			}
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("app")
 			return sm.State{}, nil, progressed, err
@@ -606,6 +650,9 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			return sm.State{}, nil, progressed, err
 		}
 		if err := s.verifyApp(ctx, snap, appHash, state.Version.Consensus.App); err != nil {
+			if errors.Is(err, ErrVerifyFailed) {
+				s.punishForgers(snap, err)
+			}
 			s.pool.reject(snap, err)
 			r.metrics.SnapshotRejected("verify")
 			return sm.State{}, nil, progressed, err
@@ -636,7 +683,7 @@ func (s *syncer) stalled(snap *snapshot, err error) error {
 		s.r.metrics.SnapshotRejected("stalled")
 		return fmt.Errorf("%w: height %d stalled %d times: %w", ErrRejectSnapshot, snap.Height, n, err)
 	}
-	s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+	s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 	return err
 }
 
@@ -672,6 +719,25 @@ func (s *syncer) offer(ctx context.Context, snap *snapshot, appHash []byte) erro
 		return fmt.Errorf("%w: the app rejected the senders of height %d", ErrRejectSnapshot, snap.Height)
 	default:
 		return fmt.Errorf("OfferSnapshot at height %d: unknown result %v", snap.Height, resp.Result)
+	}
+}
+
+// punishForgers punishes, and stops using for this Sync, every peer that
+// advertised snap or served one of its chunks: the app rejected its
+// content, or the restored app does not match the trusted app hash.
+func (s *syncer) punishForgers(snap *snapshot, cause error) {
+	peers := s.pool.peersOf(snap)
+	if q, ok := s.queues[snap.key]; ok {
+		peers = append(peers, q.senders()...)
+	}
+	reason := fmt.Errorf("%w: advertised or served the snapshot at height %d (hash %X): %w",
+		ErrPeerMisbehaved, snap.Height, snap.Hash, cause)
+	seen := make(map[p2p.ID]bool)
+	for _, peer := range peers {
+		if !seen[peer] {
+			seen[peer] = true
+			s.rejectPeer(peer, reason)
+		}
 	}
 }
 

@@ -36,21 +36,23 @@ import (
 )
 
 type config struct {
-	peers        []int
-	chunksMB     []int
-	sizeMB       int
-	rate         int64
-	liftedPeers  int
-	heapMB       int
-	heapChunksMB []int
-	heapIsolate  bool
-	isolate      bool
-	backfill     int
-	bfWindow     int
-	backfillRTTs []time.Duration
-	only         map[string]bool
-	serving      servingCase
-	md, verbose  bool
+	peers          []int
+	e2ePeers       []int
+	chunksMB       []int
+	sizeMB         int
+	rate           int64
+	liftedPeers    int
+	liftedCmtPeers int
+	heapMB         int
+	heapChunksMB   []int
+	heapIsolate    bool
+	isolate        bool
+	backfill       int
+	bfWindow       int
+	backfillRTTs   []time.Duration
+	only           map[string]bool
+	serving        servingCase
+	md, verbose    bool
 }
 
 func main() {
@@ -61,16 +63,18 @@ func main() {
 		return
 	}
 	var (
-		c       config
-		peers   = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
-		chunks  = flag.String("chunks", "1,10", "chunk sizes in MB")
-		rtts    = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
-		only    = flag.String("only", "restore,lifted,heap,backfill,serving", "sections to run")
-		quick   = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
-		sizeArg = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
+		c        config
+		peers    = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
+		chunks   = flag.String("chunks", "1,10", "chunk sizes in MB")
+		rtts     = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
+		only     = flag.String("only", "e2e,faults,restore,lifted,heap,backfill,serving", "sections to run")
+		e2ePeers = flag.String("e2e-peers", "4,8,16", "peer counts for the end-to-end comparison")
+		quick    = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
+		sizeArg  = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
 	)
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
+	flag.IntVar(&c.liftedCmtPeers, "lifted-cmt-peers", 8, "peers for the run with rate limits lifted served by CometBFT's reactor (0: none)")
 	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
 	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of that restore")
 	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
@@ -93,6 +97,9 @@ func main() {
 	}
 	if c.chunksMB, err = ints(*chunks); err != nil {
 		fatalf("-chunks: %v", err)
+	}
+	if c.e2ePeers, err = ints(*e2ePeers); err != nil {
+		fatalf("-e2e-peers: %v", err)
 	}
 	if c.heapChunksMB, err = ints(*heapChunks); err != nil {
 		fatalf("-heap-chunks: %v", err)
@@ -157,6 +164,9 @@ func ints(s string) ([]int, error) {
 func mb(b uint64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
 
 func run(c config, logger log.Logger) error {
+	if err := runScenarios(c, logger); err != nil {
+		return err
+	}
 	var results []restoreResult
 	if c.only["restore"] {
 		for _, chunkMB := range c.chunksMB {
@@ -188,6 +198,16 @@ func run(c config, logger log.Logger) error {
 			return err
 		}
 		results = append(results, r)
+		if c.liftedCmtPeers > 0 {
+			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
+				c.liftedCmtPeers, size>>20)
+			r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+				cmtServe: true}, logger)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
 	}
 	if len(results) > 0 {
 		printRestore(c, results)
@@ -264,7 +284,7 @@ func table(md bool, header []string, rows [][]string) {
 func printRestore(c config, rs []restoreResult) {
 	fmt.Println("## Restore: ours vs CometBFT v0.40's built-in reactor (same snapshot, same peers)")
 	fmt.Println()
-	header := []string{"rate/conn", "chunk", "peers", "size", "ours s", "theirs s", "ours MB/s", "theirs MB/s",
+	header := []string{"served by", "rate/conn", "chunk", "peers", "size", "ours s", "theirs s", "ours MB/s", "theirs MB/s",
 		"ours util", "theirs util", "ours/theirs", "ours heap MB", "theirs heap MB"}
 	var rows [][]string
 	for _, r := range rs {
@@ -276,7 +296,11 @@ func printRestore(c config, rs []restoreResult) {
 			rate = fmt.Sprintf("%.2f MB/s", float64(r.rate)/1e6)
 			ou, tu = fmt.Sprintf("%.0f %%", 100*ours/capacity), fmt.Sprintf("%.0f %%", 100*theirs/capacity)
 		}
-		rows = append(rows, []string{rate, fmt.Sprintf("%d MB", r.chunk>>20), strconv.Itoa(r.peers),
+		server := "ours"
+		if r.cmtServe {
+			server = "CometBFT"
+		}
+		rows = append(rows, []string{server, rate, fmt.Sprintf("%d MB", r.chunk>>20), strconv.Itoa(r.peers),
 			fmt.Sprintf("%d MB", r.bytes>>20),
 			fmt.Sprintf("%.1f", r.ours.took.Seconds()), fmt.Sprintf("%.1f", r.theirs.took.Seconds()),
 			fmt.Sprintf("%.1f", ours), fmt.Sprintf("%.1f", theirs), ou, tu,

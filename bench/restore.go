@@ -34,12 +34,16 @@ type restoreCase struct {
 	their bool
 	// isolate runs the serving peers in a child process.
 	isolate bool
+	// cmtServe serves with CometBFT v0.40's built-in reactor instead of ours.
+	cmtServe bool
 }
 
 // restoreRun is one reactor's restore.
 type restoreRun struct {
 	took       time.Duration // accepted offer to last chunk applied
+	e2e        time.Duration // Sync called to Sync returned
 	peak, live uint64        // heap growth during the restore (bytes)
+	peersLeft  int           // peers still connected when Sync returned
 }
 
 type restoreResult struct {
@@ -90,6 +94,8 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 			}
 			e.Cleanup(stop)
 			servers = addrs
+		} else if c.cmtServe {
+			servers = startCmtServers(e, c, logger)
 		} else {
 			servers = startServers(e, c, logger)
 		}
@@ -136,12 +142,21 @@ func connectAll(e *env, p2pCfg *cmtcfg.P2PConfig, reactor p2p.Reactor, servers [
 func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcfg.P2PConfig,
 	tmp string, logger log.Logger,
 ) (run restoreRun, err error) {
+	return restoreOursWith(chain, servers, p2pCfg, tmp, logger, func(cfg *statesync.Config) {
+		cfg.DiscoveryTime = 500 * time.Millisecond
+		cfg.Backfill = false
+	})
+}
+
+// restoreOursWith restores with DefaultConfig changed by set.
+func restoreOursWith(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcfg.P2PConfig,
+	tmp string, logger log.Logger, set func(*statesync.Config),
+) (run restoreRun, err error) {
 	err = withEnv(func(e *env) error {
 		app := &kvapp.Timed{App: kvapp.New(kvapp.Options{})}
 		conns := appConns(e, app)
 		cfg := statesync.DefaultConfig()
-		cfg.DiscoveryTime = 500 * time.Millisecond
-		cfg.Backfill = false
+		set(&cfg)
 		cfg.TempDir = tmp
 		r, err := statesync.NewReactor(cfg, statesync.Deps{
 			Snapshots: conns.Snapshot(), Query: conns.Query(),
@@ -157,7 +172,10 @@ func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcf
 		heap := sampleHeap()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
+		start := time.Now()
 		_, err = r.Sync(ctx)
+		run.e2e = time.Since(start)
+		run.peersLeft = n.Switch.Peers().Size()
 		run.peak, run.live = heap.finish()
 		if err != nil {
 			return err
@@ -186,6 +204,7 @@ func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmt
 		// CometBFT's Sync has no context: bound it here (on a hang the
 		// command fails and exits, taking the goroutine with it).
 		done := make(chan error, 1)
+		start := time.Now()
 		go func() {
 			_, _, err := r.Sync(chainProvider{chain}, 5*time.Second)
 			done <- err
@@ -193,9 +212,11 @@ func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmt
 		var err error
 		select {
 		case err = <-done:
+			run.e2e = time.Since(start)
 		case <-time.After(30 * time.Minute):
 			err = errors.New("CometBFT's Sync did not return within 30 minutes")
 		}
+		run.peersLeft = n.Switch.Peers().Size()
 		run.peak, run.live = heap.finish()
 		if err != nil {
 			return err
