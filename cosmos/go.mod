@@ -2,7 +2,10 @@ module github.com/statesync/statesync/cosmos
 
 go 1.26.5
 
-require github.com/statesync/statesync v0.0.0
+require (
+	github.com/statesync/statesync v0.0.0
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/mdp/qrterminal/v3 v3.2.1 // indirect
@@ -265,8 +268,8 @@ require (
 	google.golang.org/genproto v0.0.0-20260511170946-3700d4141b60 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260526163538-3dc84a4a5aaa // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260526163538-3dc84a4a5aaa // indirect
-	google.golang.org/grpc v1.82.1 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/grpc v1.82.1
+	google.golang.org/protobuf v1.36.12
 	gotest.tools/v3 v3.5.2 // indirect
 	lukechampine.com/blake3 v1.4.1 // indirect
 	nhooyr.io/websocket v1.8.17 // indirect

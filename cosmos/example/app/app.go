@@ -27,8 +27,9 @@ import (
 	_ "github.com/cosmos/cosmos-sdk/x/auth/tx/config" // registers the tx config
 	_ "github.com/cosmos/cosmos-sdk/x/bank"           // registers the bank module
 	_ "github.com/cosmos/cosmos-sdk/x/consensus"      // registers the consensus module
-	_ "github.com/cosmos/cosmos-sdk/x/genutil"        // registers the genutil module
-	_ "github.com/cosmos/cosmos-sdk/x/staking"        // registers the staking module
+	"github.com/cosmos/cosmos-sdk/x/genutil"          // also registers the genutil module
+	genutiltypes "github.com/cosmos/cosmos-sdk/x/genutil/types"
+	_ "github.com/cosmos/cosmos-sdk/x/staking" // registers the staking module
 )
 
 // Name is the chain binary's name; DefaultNodeHome its default home.
@@ -104,5 +105,11 @@ func NewClientParts(appOpts servertypes.AppOptions) (ClientParts, error) {
 	var p ClientParts
 	err := depinject.Inject(depinject.Configs(Config(), depinject.Supply(log.NewNopLogger(), appOpts)),
 		&p.TxConfig, &p.Codec, &p.LegacyAmino, &p.InterfaceRegistry, &p.BasicManager)
-	return p, err
+	if err != nil {
+		return p, err
+	}
+	// The genesis commands need genutil's own basic module (its gentx
+	// validator), not the adaptor depinject provides.
+	p.BasicManager[genutiltypes.ModuleName] = genutil.NewAppModuleBasic(genutiltypes.DefaultMessageValidator)
+	return p, nil
 }

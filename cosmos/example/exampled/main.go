@@ -12,10 +12,11 @@ import (
 	svrcmd "github.com/cosmos/cosmos-sdk/server/cmd"
 
 	"github.com/statesync/statesync/cosmos/example/app"
+	"github.com/statesync/statesync/cosmos/example/cmd"
 )
 
 func main() {
-	rootCmd, err := NewRootCmd()
+	rootCmd, err := cmd.NewRootCmd(app.Creator)
 	if err == nil {
 		err = svrcmd.Execute(rootCmd, "EXAMPLED", app.DefaultNodeHome)
 	}

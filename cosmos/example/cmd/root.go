@@ -1,4 +1,6 @@
-package main
+// Package cmd is the example chain's command tree, shared by exampled and
+// the e2e tests' hostile node.
+package cmd
 
 import (
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/cosmos/cosmos-sdk/client/snapshot"
 	addresscodec "github.com/cosmos/cosmos-sdk/codec/address"
 	"github.com/cosmos/cosmos-sdk/server"
+	servertypes "github.com/cosmos/cosmos-sdk/server/types"
 	sdk "github.com/cosmos/cosmos-sdk/types"
 	authcli "github.com/cosmos/cosmos-sdk/x/auth/client/cli"
 	authtypes "github.com/cosmos/cosmos-sdk/x/auth/types"
@@ -23,8 +26,9 @@ import (
 	"github.com/statesync/statesync/cosmos/example/app"
 )
 
-// NewRootCmd builds the exampled command tree.
-func NewRootCmd() (*cobra.Command, error) {
+// NewRootCmd builds the exampled command tree around appCreator
+// (app.Creator for the example chain).
+func NewRootCmd(appCreator servertypes.AppCreator) (*cobra.Command, error) {
 	parts, err := app.NewClientParts(viper.New())
 	if err != nil {
 		return nil, err
@@ -66,11 +70,11 @@ func NewRootCmd() (*cobra.Command, error) {
 		genutilcli.Commands(parts.TxConfig, parts.BasicManager, app.DefaultNodeHome),
 		keys.Commands(),
 		txCommand(),
-		snapshot.Cmd(app.Creator),
-		stockStartCmd(),
+		snapshot.Cmd(appCreator),
+		stockStartCmd(appCreator),
 	)
 	// The one line that gives the chain this library's state sync:
-	server.AddCommandsWithStartCmdOptions(rootCmd, app.DefaultNodeHome, app.Creator, app.Exporter,
+	server.AddCommandsWithStartCmdOptions(rootCmd, app.DefaultNodeHome, appCreator, app.Exporter,
 		cosmos.StartCmdOptions())
 	return rootCmd, nil
 }
@@ -84,8 +88,8 @@ func txCommand() *cobra.Command {
 }
 
 // stockStartCmd is the SDK's own start (CometBFT's built-in state sync).
-func stockStartCmd() *cobra.Command {
-	cmd := server.StartCmd(app.Creator, app.DefaultNodeHome)
+func stockStartCmd(appCreator servertypes.AppCreator) *cobra.Command {
+	cmd := server.StartCmd(appCreator, app.DefaultNodeHome)
 	cmd.Use = "start-stock"
 	cmd.Short = "Run the full node with the SDK's stock start command (CometBFT's built-in state sync)"
 	return cmd
