@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test lint vet fmt proto bench bench-go fuzz
+.PHONY: all demo test test-cosmos demo-cosmos lint vet fmt proto bench bench-go fuzz
 
 all: lint test
 
@@ -12,9 +12,20 @@ all: lint test
 demo:
 	$(GO) run ./cmd/demo
 
-## test: every package with the race detector (goroutine leaks fail tests)
+## test: every package with the race detector (goroutine leaks fail tests),
+## then the cosmos module's
 test:
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+	$(MAKE) test-cosmos
+
+## test-cosmos: the cosmos module (its own go.mod, Cosmos SDK v0.55): vet
+## everything, then the e2e tests (a real SDK network of child processes).
+## Only ./e2e is run with -race: it imports no SDK code, so the SDK is
+## compiled once, without -race, for vet and the node binaries; `go test
+## -race` on the SDK packages would compile the SDK a second time for no
+## test. The nodes under test are separate processes.
+test-cosmos:
+	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e/...
 
 ## lint: go vet and gofmt
 lint: vet fmt
