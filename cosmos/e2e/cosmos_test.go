@@ -1,15 +1,15 @@
 package e2e
 
 import (
-	"fmt"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/p2p"
+
+	"github.com/statesync/statesync/cosmos/internal/sdknet"
 )
 
 // TestCosmosStateSync runs a 3-validator example chain (each validator
@@ -32,28 +32,8 @@ func TestCosmosStateSync(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an SDK network of child processes")
 	}
-	nw := newNetwork(t, 3)
-	v0 := nw.vals[0]
-	waitHeight(t, v0, 3, 2*time.Minute)
-
-	// State: every validator pays every user, one round per block.
-	for round := range 3 {
-		for i := range nw.vals {
-			nw.transfer(t, i, nw.users[(i+round)%len(nw.users)], 1000*(round+1)+i)
-		}
-		h, err := height(v0.rpcURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitHeight(t, v0, h+2, time.Minute)
-	}
-	// A snapshot taken after the transfers, and two blocks above it.
-	h, _ := height(v0.rpcURL())
-	snapAt := (h/snapshotInterval + 1) * snapshotInterval
-	waitHeight(t, v0, snapAt+2, 2*time.Minute)
-	waitFor(t, time.Minute, "the snapshot files", func() (bool, error) {
-		return latestSnapshot(v0) >= snapAt, nil
-	}, v0)
+	nw := sdknet.NewNetwork(t, 3)
+	nw.MakeState(t, 3)
 
 	t.Run("JoinOverP2P", func(t *testing.T) { testJoinOverP2P(t, nw) })
 	t.Run("StockNodeRestoresFromOurs", func(t *testing.T) { testStockNode(t, nw) })
@@ -61,125 +41,35 @@ func TestCosmosStateSync(t *testing.T) {
 	t.Run("UnknownFormatFails", func(t *testing.T) { testUnknownFormat(t, nw) })
 }
 
-// stateSync writes the [statesync] section of n's config.toml: trust in
-// block 2 of the chain (hash read from validator 0), rpcServers or (none)
-// light blocks over P2P.
-func stateSync(t *testing.T, nw *network, n *node, rpcServers []*node, extra map[string]string) {
+func chainHeight(t *testing.T, nw *sdknet.Network) int64 {
 	t.Helper()
-	hash, _, err := blockID(nw.vals[0].rpcURL(), 2)
+	h, err := sdknet.Height(nw.Vals[0].RPCURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var servers []string
-	for _, s := range rpcServers {
-		servers = append(servers, s.rpcAddr())
-	}
-	kv := map[string]string{
-		"enable":            "true",
-		"use_p2p":           fmt.Sprint(len(rpcServers) == 0),
-		"rpc_servers":       q(strings.Join(servers, ",")),
-		"trust_height":      "2",
-		"trust_hash":        q(hash),
-		"trust_period":      q("168h0m0s"),
-		"discovery_time":    q("5s"),
-		"discovery_timeout": q("30s"),
-	}
-	for k, v := range extra {
-		kv[k] = v
-	}
-	setTOML(t, filepath.Join(n.home, "config", "config.toml"), "statesync", kv)
+	return h
 }
 
-// syncedHeight waits for our handler's "state sync complete" log line and
-// returns the height it restored.
-func syncedHeight(t *testing.T, n *node) int64 {
-	t.Helper()
-	n.waitLog(t, 3*time.Minute, "state sync complete; block sync running")
-	for _, l := range strings.Split(n.log(), "\n") {
-		if strings.Contains(l, "state sync complete") {
-			var h int64
-			if i := strings.Index(l, `"height":`); i >= 0 {
-				fmt.Sscan(l[i+len(`"height":`):], &h)
-			}
-			if h > 0 {
-				return h
-			}
-		}
-	}
-	t.Fatalf("%s: no height in the state sync log line", n.name)
-	return 0
-}
-
-// checkSameState waits until n follows the chain past minHeight, then
-// checks that its app hash and every account's balances (over n's gRPC
-// server) equal validator 0's at the same height.
-func checkSameState(t *testing.T, nw *network, n *node, minHeight int64) {
-	t.Helper()
-	v0 := nw.vals[0]
-	waitHeight(t, n, minHeight, 2*time.Minute)
-	last, appHash, err := abciInfo(n.rpcURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitHeight(t, v0, last+1, time.Minute)
-	_, chainHash, err := blockID(v0.rpcURL(), last+1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if appHash != chainHash {
-		t.Fatalf("%s: app hash after height %d is %s, the chain's is %s", n.name, last, appHash, chainHash)
-	}
-	var nonEmpty int
-	for _, addr := range append(append([]string{}, nw.users...), nw.addrs...) {
-		want, err := balances(fmt.Sprintf("127.0.0.1:%d", v0.grpc), addr, last)
-		if err != nil {
-			t.Fatalf("validator balances of %s at %d: %v", addr, last, err)
-		}
-		got, err := balances(fmt.Sprintf("127.0.0.1:%d", n.grpc), addr, last)
-		if err != nil {
-			t.Fatalf("%s balances of %s at %d: %v", n.name, addr, last, err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s: balances of %s at height %d are %v, validator 0 has %v", n.name, addr, last, got, want)
-		}
-		if len(want) > 0 {
-			nonEmpty++
-		}
-	}
-	if nonEmpty != len(nw.users)+len(nw.addrs) {
-		t.Fatalf("only %d of %d accounts have balances", nonEmpty, len(nw.users)+len(nw.addrs))
-	}
-	t.Logf("%s: app hash %s and balances of %d accounts equal the chain's at height %d", n.name, appHash, nonEmpty, last)
-}
-
-func testJoinOverP2P(t *testing.T, nw *network) {
-	j := nw.join(t, "joiner", exampledBin, nw.vals, 0)
-	stateSync(t, nw, j, nil, nil)
-	j.start(t, exampledBin, nil, "start")
-	restored := syncedHeight(t, j)
-	if restored < snapshotInterval {
-		t.Fatalf("restored height %d", restored)
+func testJoinOverP2P(t *testing.T, nw *sdknet.Network) {
+	j := nw.Join(t, "joiner", nw.Vals, 0)
+	nw.StateSync(t, j, nil, nil)
+	j.Start(t, sdknet.Exampled, nil, "start")
+	restored := sdknet.SyncedHeight(t, j)
+	if restored < sdknet.SnapshotInterval || restored%sdknet.SnapshotInterval != 0 {
+		t.Fatalf("restored height %d is not a snapshot height", restored)
 	}
 	// It follows the chain: a transfer made after the restore shows up.
-	nw.transfer(t, 1, nw.users[0], 777)
-	h, err := height(nw.vals[0].rpcURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSameState(t, nw, j, h+2)
+	nw.Transfer(t, 1, nw.Users[0], 777)
+	nw.CheckSameState(t, j, chainHeight(t, nw)+2)
 }
 
-func testStockNode(t *testing.T, nw *network) {
-	s := nw.join(t, "stock", exampledBin, nw.vals, 0)
-	stateSync(t, nw, s, nw.vals[:2], nil)
-	s.start(t, exampledBin, nil, "start-stock")
-	h, err := height(nw.vals[0].rpcURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSameState(t, nw, s, h+2)
-	var st status
-	if err := rpcGet(s.rpcURL(), "/status", &st); err != nil {
+func testStockNode(t *testing.T, nw *sdknet.Network) {
+	s := nw.Join(t, "stock", nw.Vals, 0)
+	nw.StateSync(t, s, nw.Vals[:2], nil)
+	s.Start(t, sdknet.Exampled, nil, "start-stock")
+	nw.CheckSameState(t, s, chainHeight(t, nw)+2)
+	var st sdknet.Status
+	if err := sdknet.RPCGet(s.RPCURL(), "/status", &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.SyncInfo.EarliestBlockHeight <= 1 {
@@ -188,16 +78,16 @@ func testStockNode(t *testing.T, nw *network) {
 }
 
 // lowNodeKey writes a node key to home whose ID sorts below every one of
-// others, so that the chunk scheduler (which fills the windows of peers
-// with equal load in ID order) asks this node for chunk 0 first.
-func lowNodeKey(t *testing.T, home string, others []*node) string {
+// others, so that the chunk scheduler (which fills the windows of equally
+// loaded peers in ID order) asks this node for chunk 0 first.
+func lowNodeKey(t *testing.T, home string, others []*sdknet.Node) string {
 	t.Helper()
 	for {
 		k := &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()}
 		id := string(k.ID())
 		low := true
 		for _, o := range others {
-			low = low && id < o.id
+			low = low && id < o.ID
 		}
 		if low {
 			if err := k.SaveAs(filepath.Join(home, "config", "node_key.json")); err != nil {
@@ -208,55 +98,57 @@ func lowNodeKey(t *testing.T, home string, others []*node) string {
 	}
 }
 
-func testCorruptChunk(t *testing.T, nw *network) {
-	honest := nw.vals[:2]
-	bad := nw.join(t, "corrupter", exampledBin, nw.vals, snapshotInterval)
-	bad.id = lowNodeKey(t, bad.home, honest)
-	bad.start(t, hostiledBin, []string{"HOSTILE_MODE=corrupt-chunks"}, "start")
-	// It block-syncs from genesis and takes the validators' snapshots.
-	h, _ := height(nw.vals[0].rpcURL())
-	waitFor(t, 3*time.Minute, "the corrupter's snapshot", func() (bool, error) {
-		return latestSnapshot(bad) >= (h/snapshotInterval+1)*snapshotInterval, nil
-	}, bad)
+// startHostile starts a full node of the chain with the hostile app in
+// mode, and waits until it has the validators' latest snapshot.
+func startHostile(t *testing.T, nw *sdknet.Network, name, mode string, configure func(*sdknet.Node)) *sdknet.Node {
+	t.Helper()
+	n := nw.Join(t, name, nw.Vals, sdknet.SnapshotInterval)
+	if configure != nil {
+		configure(n)
+	}
+	n.Start(t, sdknet.Hostiled, []string{"HOSTILE_MODE=" + mode}, "start")
+	next := (chainHeight(t, nw)/sdknet.SnapshotInterval + 1) * sdknet.SnapshotInterval
+	sdknet.WaitFor(t, 3*time.Minute, name+"'s snapshot", func() (bool, error) {
+		return sdknet.LatestSnapshot(n) >= next, nil
+	}, n)
+	return n
+}
 
-	j := nw.join(t, "joiner2", exampledBin, append([]*node{bad}, honest...), 0)
-	stateSync(t, nw, j, nil, nil)
-	j.start(t, exampledBin, nil, "start")
-	restored := syncedHeight(t, j)
-	log := j.log()
-	for _, want := range []string{"chunk checksum mismatch", "Disconnecting peer", bad.id, "rejected its chunks"} {
+func testCorruptChunk(t *testing.T, nw *sdknet.Network) {
+	honest := nw.Vals[:2]
+	bad := startHostile(t, nw, "corrupter", "corrupt-chunks", func(n *sdknet.Node) {
+		n.ID = lowNodeKey(t, n.Home, honest)
+	})
+	j := nw.Join(t, "joiner2", append([]*sdknet.Node{bad}, honest...), 0)
+	nw.StateSync(t, j, nil, nil)
+	j.Start(t, sdknet.Exampled, nil, "start")
+	restored := sdknet.SyncedHeight(t, j)
+	log := j.Log()
+	for _, want := range []string{"chunk checksum mismatch", "Disconnecting peer", bad.ID, "rejected its chunks"} {
 		if !strings.Contains(log, want) {
 			t.Fatalf("joiner2's log lacks %q", want)
 		}
 	}
-	t.Logf("restored height %d after rejecting %s", restored, bad.id)
-	h, _ = height(nw.vals[0].rpcURL())
-	checkSameState(t, nw, j, h+1)
+	t.Logf("restored height %d after rejecting %s", restored, bad.ID)
+	nw.CheckSameState(t, j, chainHeight(t, nw)+1)
 }
 
-func testUnknownFormat(t *testing.T, nw *network) {
-	f := nw.join(t, "formatter", exampledBin, nw.vals, snapshotInterval)
-	f.start(t, hostiledBin, []string{"HOSTILE_MODE=unknown-format"}, "start")
-	h, _ := height(nw.vals[0].rpcURL())
-	waitFor(t, 3*time.Minute, "the formatter's snapshot", func() (bool, error) {
-		return latestSnapshot(f) >= (h/snapshotInterval+1)*snapshotInterval, nil
-	}, f)
-
-	j := nw.join(t, "joiner3", exampledBin, []*node{f}, 0)
-	stateSync(t, nw, j, nw.vals[:2], map[string]string{"discovery_timeout": q("10s")})
-	j.start(t, exampledBin, nil, "start")
+func testUnknownFormat(t *testing.T, nw *sdknet.Network) {
+	f := startHostile(t, nw, "formatter", "unknown-format", nil)
+	j := nw.Join(t, "joiner3", []*sdknet.Node{f}, 0)
+	nw.StateSync(t, j, nw.Vals[:2], map[string]string{"discovery_timeout": sdknet.Q("10s")})
+	j.Start(t, sdknet.Exampled, nil, "start")
 	select {
-	case <-j.done:
+	case <-j.Done:
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("joiner3 did not stop; log:\n%s", j.tail())
+		t.Fatalf("joiner3 did not stop; log:\n%s", j.Tail())
 	}
-	if j.waitErr == nil {
+	if j.WaitErr == nil {
 		t.Fatal("joiner3 exited with status 0")
 	}
-	log := j.log()
 	for _, want := range []string{"all snapshots were rejected", "the app rejected format 99"} {
-		if !strings.Contains(log, want) {
-			t.Fatalf("joiner3's output lacks %q:\n%s", want, j.tail())
+		if !strings.Contains(j.Log(), want) {
+			t.Fatalf("joiner3's output lacks %q:\n%s", want, j.Tail())
 		}
 	}
 }

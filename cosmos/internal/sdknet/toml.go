@@ -1,19 +1,18 @@
-package e2e
+package sdknet
 
 import (
 	"os"
 	"strings"
-	"testing"
 )
 
-// setTOML sets keys (raw TOML values) in section of the file at path:
+// SetTOML sets keys (raw TOML values) in section of the file at path:
 // existing keys are replaced in place, missing ones are added at the start
 // of the section. Section "" is the top level.
-func setTOML(t *testing.T, path, section string, kv map[string]string) {
+func SetTOML(t T, path, section string, kv map[string]string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	lines := strings.Split(string(b), "\n")
 	cur, header := "", -1
@@ -55,6 +54,6 @@ func setTOML(t *testing.T, path, section string, kv map[string]string) {
 		lines = append(lines[:header+1], rest...)
 	}
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 }

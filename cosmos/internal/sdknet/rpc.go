@@ -1,4 +1,4 @@
-package e2e
+package sdknet
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// rpcGet GETs a CometBFT RPC path and decodes its result into out.
-func rpcGet(base, path string, out any) error {
+// RPCGet GETs a CometBFT RPC path and decodes its result into out.
+func RPCGet(base, path string, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
@@ -49,7 +49,8 @@ func rpcGet(base, path string, out any) error {
 	return json.Unmarshal(env.Result, out)
 }
 
-type status struct {
+// Status is the part of CometBFT's /status the harness reads.
+type Status struct {
 	SyncInfo struct {
 		LatestBlockHeight   int64 `json:"latest_block_height,string"`
 		EarliestBlockHeight int64 `json:"earliest_block_height,string"`
@@ -57,15 +58,15 @@ type status struct {
 	} `json:"sync_info"`
 }
 
-func height(base string) (int64, error) {
-	var s status
-	err := rpcGet(base, "/status", &s)
+func Height(base string) (int64, error) {
+	var s Status
+	err := RPCGet(base, "/status", &s)
 	return s.SyncInfo.LatestBlockHeight, err
 }
 
-// blockID returns the hash of block h and the app hash in its header (the
+// BlockID returns the hash of block h and the app hash in its header (the
 // app's state after h-1), both upper-case hex.
-func blockID(base string, h int64) (hash, appHash string, err error) {
+func BlockID(base string, h int64) (hash, appHash string, err error) {
 	var b struct {
 		BlockID struct {
 			Hash string `json:"hash"`
@@ -76,20 +77,20 @@ func blockID(base string, h int64) (hash, appHash string, err error) {
 			} `json:"header"`
 		} `json:"block"`
 	}
-	err = rpcGet(base, "/block?height="+strconv.FormatInt(h, 10), &b)
+	err = RPCGet(base, "/block?height="+strconv.FormatInt(h, 10), &b)
 	return b.BlockID.Hash, b.Block.Header.AppHash, err
 }
 
-// abciInfo returns the app's last height and app hash (upper-case hex) as
+// ABCIInfo returns the app's last height and app hash (upper-case hex) as
 // the node's app reports them.
-func abciInfo(base string) (int64, string, error) {
+func ABCIInfo(base string) (int64, string, error) {
 	var r struct {
 		Response struct {
 			LastBlockHeight  int64  `json:"last_block_height,string"`
 			LastBlockAppHash string `json:"last_block_app_hash"`
 		} `json:"response"`
 	}
-	if err := rpcGet(base, "/abci_info", &r); err != nil {
+	if err := RPCGet(base, "/abci_info", &r); err != nil {
 		return 0, "", err
 	}
 	raw, err := base64.StdEncoding.DecodeString(r.Response.LastBlockAppHash)
@@ -110,10 +111,10 @@ func (rawCodec) Unmarshal(b []byte, v any) error {
 }
 func (rawCodec) Name() string { return "proto" }
 
-// balances queries cosmos.bank.v1beta1.Query/AllBalances for addr at
+// Balances queries cosmos.bank.v1beta1.Query/AllBalances for addr at
 // height over the SDK's gRPC server at grpcAddr, and returns "amountdenom"
 // strings, sorted.
-func balances(grpcAddr, addr string, height int64) ([]string, error) {
+func Balances(grpcAddr, addr string, height int64) ([]string, error) {
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
