@@ -27,6 +27,12 @@ test:
 test-cosmos:
 	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e/...
 
+## demo-cosmos: a 3-validator Cosmos SDK v0.55 example chain on loopback; a
+## fresh SDK node joins it through the library with a live progress display,
+## then its balances and app hash are checked against a validator's
+demo-cosmos:
+	cd cosmos && $(GO) run ./example/demo $(DEMOFLAGS)
+
 ## lint: go vet and gofmt
 lint: vet fmt
 

@@ -35,6 +35,10 @@ const flagGRPCOnly = "grpc-only"
 
 // Options customise the handler. The zero value is what a chain needs.
 type Options struct {
+	// Context, if set, ends the node and the servers when done, as
+	// SIGINT/SIGTERM do (for programs that run the start command in
+	// process, such as the demo). Default: context.Background().
+	Context context.Context
 	// Started, if set, is called once the node has started, before the
 	// gRPC and API servers (e.g. to follow Node.Reactor().Subscribe()). It
 	// must not block.
@@ -138,7 +142,11 @@ func run(svrCtx *server.Context, svrCfg serverconfig.Config, clientCtx client.Co
 	if err != nil {
 		return fmt.Errorf("starting telemetry: %w", err)
 	}
-	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	parent := o.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	sigCtx, stopSignals := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 	g, ctx := errgroup.WithContext(sigCtx)
 

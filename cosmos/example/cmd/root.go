@@ -27,8 +27,14 @@ import (
 )
 
 // NewRootCmd builds the exampled command tree around appCreator
-// (app.Creator for the example chain).
+// (app.Creator for the example chain), with this library's start.
 func NewRootCmd(appCreator servertypes.AppCreator) (*cobra.Command, error) {
+	return NewRootCmdWithStart(appCreator, cosmos.StartCmdOptions())
+}
+
+// NewRootCmdWithStart is NewRootCmd with the start command's options
+// given (the demo passes a handler with progress hooks).
+func NewRootCmdWithStart(appCreator servertypes.AppCreator, startOpts server.StartCmdOptions) (*cobra.Command, error) {
 	parts, err := app.NewClientParts(viper.New())
 	if err != nil {
 		return nil, err
@@ -73,9 +79,9 @@ func NewRootCmd(appCreator servertypes.AppCreator) (*cobra.Command, error) {
 		snapshot.Cmd(appCreator),
 		stockStartCmd(appCreator),
 	)
-	// The one line that gives the chain this library's state sync:
-	server.AddCommandsWithStartCmdOptions(rootCmd, app.DefaultNodeHome, appCreator, app.Exporter,
-		cosmos.StartCmdOptions())
+	// The line that gives the chain this library's state sync (startOpts is
+	// cosmos.StartCmdOptions() in NewRootCmd):
+	server.AddCommandsWithStartCmdOptions(rootCmd, app.DefaultNodeHome, appCreator, app.Exporter, startOpts)
 	return rootCmd, nil
 }
 
