@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,6 +41,7 @@ func TestCosmosStateSync(t *testing.T) {
 	t.Run("StockNodeRestoresFromOurs", func(t *testing.T) { testStockNode(t, nw) })
 	t.Run("CorruptChunkRefetched", func(t *testing.T) { testCorruptChunk(t, nw) })
 	t.Run("UnknownFormatFails", func(t *testing.T) { testUnknownFormat(t, nw) })
+	t.Run("StartRefusesBadInput", func(t *testing.T) { testStartRefuses(t, nw) })
 }
 
 func chainHeight(t *testing.T, nw *sdknet.Network) int64 {
@@ -149,6 +152,36 @@ func testUnknownFormat(t *testing.T, nw *sdknet.Network) {
 	for _, want := range []string{"all snapshots were rejected", "the app rejected format 99"} {
 		if !strings.Contains(j.Log(), want) {
 			t.Fatalf("joiner3's output lacks %q:\n%s", want, j.Tail())
+		}
+	}
+}
+
+// testStartRefuses: start modes the handler does not reproduce, and a bad
+// [statesync] key, end `start` at once with an error that says what to do.
+func testStartRefuses(t *testing.T, nw *sdknet.Network) {
+	n := nw.Join(t, "refused", nw.Vals, 0)
+	cases := []struct {
+		name  string
+		setup func()
+		args  []string
+		want  string
+	}{
+		{"with-comet=false", nil, []string{"--with-comet=false"}, "statesyncd start --proxy_app"},
+		{"grpc-only", nil, []string{"--grpc-only"}, "use the SDK's stock start command"},
+		{"bad trust_hash", func() {
+			nw.StateSync(t, n, nil, map[string]string{"trust_hash": sdknet.Q("not-hex")})
+		}, nil, "statesync.trust_hash"},
+	}
+	for _, c := range cases {
+		if c.setup != nil {
+			c.setup()
+		}
+		var out bytes.Buffer
+		cmd := exec.Command(sdknet.Exampled, append([]string{"start", "--home", n.Home}, c.args...)...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		if err == nil || !strings.Contains(out.String(), c.want) {
+			t.Fatalf("%s: exit %v, want an error mentioning %q; output:\n%s", c.name, err, c.want, out.String())
 		}
 	}
 }
