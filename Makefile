@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test test-cosmos demo-cosmos lint vet fmt proto bench bench-go fuzz
+.PHONY: all demo test test-cosmos demo-cosmos bench-cosmos lint vet fmt proto bench bench-go fuzz
 
 all: lint test
 
@@ -50,6 +50,15 @@ fmt:
 ## short check).
 bench:
 	$(GO) run ./bench -md $(BENCHFLAGS)
+	$(MAKE) bench-cosmos
+
+## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (over 100 MB) restored from
+## 4 peers at CometBFT's default link rate, ours against the SDK's stock start
+## (CometBFT's built-in state sync), with ours split into fetch and apply
+## (about 10-15 minutes on 2 cores; BENCHCOSMOSFLAGS=-denoms=20000 for a
+## short check)
+bench-cosmos:
+	cd cosmos && $(GO) run ./bench $(BENCHCOSMOSFLAGS)
 
 ## bench-go: the per-part Go benchmarks of the root package
 bench-go:

@@ -20,18 +20,39 @@ const (
 // Network is a chain of validators, each an exampled process started with
 // this library's start handler.
 type Network struct {
+	Opts  Options
 	Dir   string
 	Vals  []*Node
 	Addrs []string // the validators' account addresses (same order)
 	Users []string // accounts that only receive transfers
 }
 
+// Options change the network's defaults.
+type Options struct {
+	// Interval is the validators' snapshot interval (default
+	// SnapshotInterval); TimeoutCommit CometBFT's (default 300 ms).
+	Interval      int
+	TimeoutCommit time.Duration
+	// EditGenesis, if set, edits the final genesis file (after
+	// collect-gentxs) before it is copied to the validators.
+	EditGenesis func(t T, path string)
+}
+
 // NewNetwork creates the genesis of n validators the SDK way (init, keys
 // add, add-genesis-account, gentx, collect-gentxs), configures them on
 // loopback and starts them.
-func NewNetwork(t T, n int) *Network {
+func NewNetwork(t T, n int) *Network { return NewNetworkWith(t, n, Options{}) }
+
+// NewNetworkWith is NewNetwork with options.
+func NewNetworkWith(t T, n int, o Options) *Network {
 	t.Helper()
-	nw := &Network{Dir: t.TempDir()}
+	if o.Interval == 0 {
+		o.Interval = SnapshotInterval
+	}
+	if o.TimeoutCommit == 0 {
+		o.TimeoutCommit = 300 * time.Millisecond
+	}
+	nw := &Network{Dir: t.TempDir(), Opts: o}
 	for i := range n {
 		v := nw.InitNode(t, fmt.Sprintf("val%d", i))
 		RunCLI(t, Exampled, "keys", "add", v.Name, keyring, "--home", v.Home)
@@ -60,6 +81,9 @@ func NewNetwork(t T, n int) *Network {
 			"--home", v.Home, "--output-document", out)
 	}
 	RunCLI(t, Exampled, "genesis", "collect-gentxs", "--home", v0.Home)
+	if o.EditGenesis != nil {
+		o.EditGenesis(t, filepath.Join(v0.Home, "config", "genesis.json"))
+	}
 	for _, v := range nw.Vals[1:] {
 		CopyFile(t, filepath.Join(v0.Home, "config", "genesis.json"), filepath.Join(v.Home, "config", "genesis.json"))
 	}
@@ -70,7 +94,7 @@ func NewNetwork(t T, n int) *Network {
 				peers = append(peers, o.P2PAddr())
 			}
 		}
-		nw.Configure(t, v, peers, SnapshotInterval)
+		nw.Configure(t, v, peers, o.Interval)
 		v.Start(t, Exampled, nil, "start")
 	}
 	return nw
@@ -114,7 +138,7 @@ func (nw *Network) Configure(t T, n *Node, peers []string, interval int) {
 		"addr_book_strict":   "false",
 		"allow_duplicate_ip": "true",
 	})
-	SetTOML(t, cfg, "consensus", map[string]string{"timeout_commit": `"300ms"`, "timeout_propose": `"1s"`})
+	SetTOML(t, cfg, "consensus", map[string]string{"timeout_commit": Q(nw.Opts.TimeoutCommit.String()), "timeout_propose": `"3s"`})
 	app := filepath.Join(n.Home, "config", "app.toml")
 	SetTOML(t, app, "", map[string]string{"minimum-gas-prices": Q("0" + denom)})
 	SetTOML(t, app, "grpc", map[string]string{"enable": "true", "address": Q(fmt.Sprintf("127.0.0.1:%d", n.GRPC))})
@@ -124,8 +148,10 @@ func (nw *Network) Configure(t T, n *Node, peers []string, interval int) {
 	})
 }
 
+// Q quotes s as a TOML string.
 func Q(s string) string { return fmt.Sprintf("%q", s) }
 
+// CopyFile copies a file.
 func CopyFile(t T, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
