@@ -28,26 +28,12 @@ import (
 func main() {
 	denoms := flag.Int("denoms", 400_000, "coins of 118-character denoms added to the genesis")
 	flag.Parse()
-	r := newRunner()
-	code := 0
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				if _, ok := v.(fatal); !ok {
-					panic(v)
-				}
-				code = 1
-			}
-		}()
-		run(r, *denoms)
-	}()
-	r.cleanup()
-	os.Exit(code)
+	sdknet.Main("bench-cosmos", func(r *sdknet.Runner) { run(r, *denoms) })
 }
 
 const interval = 10
 
-func run(r *runner, denoms int) {
+func run(r *sdknet.Runner, denoms int) {
 	if err := sdknet.Build(".", r.TempDir()); err != nil {
 		r.Fatalf("%v", err)
 	}
@@ -83,7 +69,7 @@ type timed struct {
 }
 
 // restore starts a fresh node with cmd and waits for done in its log.
-func restore(r *runner, nw *sdknet.Network, name, cmd, done string) timed {
+func restore(r *sdknet.Runner, nw *sdknet.Network, name, cmd, done string) timed {
 	n := nw.Join(r, name, nw.Vals, 0)
 	var rpc []*sdknet.Node
 	if cmd == "start-stock" {
@@ -187,46 +173,4 @@ func dirSize(dir string) int64 {
 
 func log(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench-cosmos: "+format+"\n", args...)
-}
-
-// runner is the harness's T for a program: Fatalf prints and unwinds to
-// main, which stops every node and exits 1.
-type runner struct {
-	base     string
-	cleanups []func()
-}
-
-type fatal struct{}
-
-func newRunner() *runner {
-	base, err := os.MkdirTemp("", "statesync-bench-cosmos")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	return &runner{base: base}
-}
-
-func (r *runner) Helper()                         {}
-func (r *runner) Logf(format string, args ...any) { log(format, args...) }
-func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
-
-func (r *runner) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench-cosmos: "+format+"\n", args...)
-	panic(fatal{})
-}
-
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp(r.base, "d")
-	if err != nil {
-		r.Fatalf("%v", err)
-	}
-	return d
-}
-
-func (r *runner) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	_ = os.RemoveAll(r.base)
 }

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/cosmos/cosmos-sdk/server"
@@ -32,24 +31,10 @@ func main() {
 	plain := flag.Bool("plain", false, "plain progress lines even on a terminal")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
 	flag.Parse()
-	r := newRunner()
-	code := 0
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				if _, ok := v.(fatal); !ok {
-					panic(v)
-				}
-				code = 1
-			}
-		}()
-		run(r, *plain, *timeout)
-	}()
-	r.cleanup()
-	os.Exit(code)
+	sdknet.Main("demo-cosmos", func(r *sdknet.Runner) { run(r, *plain, *timeout) })
 }
 
-func run(r *runner, plain bool, timeout time.Duration) {
+func run(r *sdknet.Runner, plain bool, timeout time.Duration) {
 	start := time.Now()
 	step("building the example chain's binaries")
 	if err := sdknet.Build(".", r.TempDir()); err != nil {
@@ -104,7 +89,7 @@ func run(r *runner, plain bool, timeout time.Duration) {
 // startInProcess runs `exampled start` for home in this process, with a
 // handler that reports the node once started; the returned channel gets
 // the command's result when ctx ends (or the node fails).
-func startInProcess(r *runner, ctx context.Context, home string, started chan<- *node.Node) <-chan error {
+func startInProcess(r *sdknet.Runner, ctx context.Context, home string, started chan<- *node.Node) <-chan error {
 	handler := cosmos.NewStartCommandHandler(cosmos.Options{
 		Context: ctx,
 		Started: func(n *node.Node) { started <- n },
@@ -143,45 +128,3 @@ func summary(res node.SyncResult, final statesync.Progress, checked int64, accou
 }
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
-
-// runner is the harness's T for a program: Fatalf prints and unwinds to
-// main, which runs the cleanups (stopping every node) and exits 1.
-type runner struct {
-	base     string
-	cleanups []func()
-}
-
-type fatal struct{}
-
-func newRunner() *runner {
-	base, err := os.MkdirTemp("", "statesync-demo-cosmos")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	return &runner{base: base}
-}
-
-func (r *runner) Helper()                         {}
-func (r *runner) Logf(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
-func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
-
-func (r *runner) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "demo-cosmos: "+format+"\n", args...)
-	panic(fatal{})
-}
-
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp(r.base, "d")
-	if err != nil {
-		r.Fatalf("%v", err)
-	}
-	return d
-}
-
-func (r *runner) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	_ = os.RemoveAll(filepath.Clean(r.base))
-}
