@@ -127,7 +127,11 @@ func testCorruptChunk(t *testing.T, nw *sdknet.Network) {
 	j.Start(t, sdknet.Exampled, nil, "start")
 	restored := sdknet.SyncedHeight(t, j)
 	log := j.Log()
-	for _, want := range []string{"chunk checksum mismatch", "Disconnecting peer", bad.ID, "rejected its chunks"} {
+	if !strings.Contains(log, "chunk checksum mismatch") {
+		t.Fatalf("the corrupter %s served no chunk: the test relies on the chunk scheduler asking the "+
+			"lowest peer ID first among equally loaded peers (see lowNodeKey)", bad.ID)
+	}
+	for _, want := range []string{"Disconnecting peer", bad.ID, "rejected its chunks"} {
 		if !strings.Contains(log, want) {
 			t.Fatalf("joiner2's log lacks %q", want)
 		}
