@@ -13,38 +13,10 @@ import (
 
 	abciserver "github.com/cometbft/cometbft/abci/server"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/statesync/statesync/internal/kvapp"
 	"github.com/statesync/statesync/internal/localnet"
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		opts := append(localnet.LeakOptions(),
-			// CometBFT v0.40's ABCI socket server leaves each connection's
-			// response writer blocked on its channel after the connection
-			// closes (abci/server/socket_server.go: handleResponses never
-			// watches the close): the app side's leak, not the node's.
-			goleak.IgnoreTopFunction("github.com/cometbft/cometbft/abci/server.(*SocketServer).handleResponses"),
-		)
-		deadline := time.Now().Add(localnet.LeakDeadline)
-		for {
-			err := goleak.Find(opts...)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "goleak: goroutines still running after the tests: %v\n", err)
-				code = 1
-				break
-			}
-			time.Sleep(100 * time.Millisecond) // polling for goroutines to exit: there is no event to wait on
-		}
-	}
-	os.Exit(code)
-}
 
 // TestOutOfProcessSocketApp runs statesyncd as its own process with
 // --proxy_app tcp://…, the app being kvapp behind CometBFT's ABCI socket
