@@ -55,16 +55,10 @@ func (r *Reactor) loadLightBlock(height int64) (*cmtproto.LightBlock, error) {
 // cachedLightBlock is loadLightBlock through the light-block cache: the
 // heights peers ask for most (a snapshot's h, h+1 and h+2, asked by every
 // peer restoring it; a range being backfilled by several peers) are loaded
-// once. Only complete light blocks are cached.
-func (r *Reactor) cachedLightBlock(height int64) (*cmtproto.LightBlock, error) {
-	if lb, ok := r.lights.get(height); ok {
-		return lb, nil
-	}
-	lb, err := r.loadLightBlock(height)
-	if err == nil && lb != nil {
-		r.lights.put(height, lb)
-	}
-	return lb, err
+// once, and concurrent requests for one height share a load. loaded
+// reports whether this call did the loading.
+func (r *Reactor) cachedLightBlock(height int64) (lb *cmtproto.LightBlock, loaded bool, err error) {
+	return r.lights.load(height, func() (*cmtproto.LightBlock, error) { return r.loadLightBlock(height) })
 }
 
 // loadParams returns the consensus params in force at height, or nil, nil

@@ -304,8 +304,10 @@ func (r *Reactor) serveChunk(ctx context.Context, peer p2p.ID, msg *ssproto.Chun
 // or the stores, and charges its load time to the peer's budget.
 func (r *Reactor) serveLightBlock(peer p2p.ID, msg *ssproto.LightBlockRequest) {
 	start := r.serveLim.now()
-	lb, err := r.cachedLightBlock(int64(msg.Height))
-	r.serveLim.chargeLight(peer, r.serveLim.now().Sub(start))
+	lb, loaded, err := r.cachedLightBlock(int64(msg.Height))
+	if loaded { // a cache hit, or another peer's load, costs this peer nothing
+		r.serveLim.chargeLight(peer, r.serveLim.now().Sub(start))
+	}
 	if err != nil {
 		r.logger.Error("Failed to load light block", "peer", peer, "height", msg.Height, "err", err)
 		return

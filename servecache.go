@@ -136,26 +136,52 @@ func (c *chunkCache) load(ctx context.Context, k chunkKey, fn func() ([]byte, er
 // lightCache keeps recently served light blocks by height within
 // ServeLightCache bytes (their encoded size). A light block of a committed
 // height does not change, so entries need no invalidation; only complete
-// light blocks are cached (never "not available" or an error). Cached
-// values are shared between responses and must not be modified. Safe for
-// concurrent use.
+// light blocks are cached (never "not available" or an error). Concurrent
+// loads of one height are merged, as in chunkCache: sixteen peers asking
+// for a snapshot's h+1 at once cost one LoadValidators. Cached values are
+// shared between responses and must not be modified. Safe for concurrent
+// use.
 type lightCache struct {
-	mtx sync.Mutex
-	lru *byteLRU[int64, *cmtproto.LightBlock]
+	mtx      sync.Mutex
+	lru      *byteLRU[int64, *cmtproto.LightBlock]
+	inflight map[int64]*lightLoad
+}
+
+type lightLoad struct {
+	done chan struct{}
+	lb   *cmtproto.LightBlock
+	err  error
 }
 
 func newLightCache(budget int) *lightCache {
-	return &lightCache{lru: newByteLRU[int64, *cmtproto.LightBlock](budget)}
+	return &lightCache{lru: newByteLRU[int64, *cmtproto.LightBlock](budget), inflight: make(map[int64]*lightLoad)}
 }
 
-func (c *lightCache) get(height int64) (*cmtproto.LightBlock, bool) {
+// load returns the light block at height from the cache or from fn (called
+// at most once at a time per height). loaded reports whether this caller
+// ran fn (the others did not pay for the load).
+func (c *lightCache) load(height int64, fn func() (*cmtproto.LightBlock, error)) (lb *cmtproto.LightBlock, loaded bool, err error) {
 	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	return c.lru.get(height)
-}
+	if v, ok := c.lru.get(height); ok {
+		c.mtx.Unlock()
+		return v, false, nil
+	}
+	if l, ok := c.inflight[height]; ok {
+		c.mtx.Unlock()
+		<-l.done // a store read: bounded, never waits on a peer
+		return l.lb, false, l.err
+	}
+	l := &lightLoad{done: make(chan struct{})}
+	c.inflight[height] = l
+	c.mtx.Unlock()
 
-func (c *lightCache) put(height int64, lb *cmtproto.LightBlock) {
+	l.lb, l.err = fn()
 	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	c.lru.put(height, lb, lb.Size())
+	delete(c.inflight, height)
+	if l.err == nil && l.lb != nil {
+		c.lru.put(height, l.lb, l.lb.Size())
+	}
+	c.mtx.Unlock()
+	close(l.done)
+	return l.lb, true, l.err
 }

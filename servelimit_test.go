@@ -11,6 +11,7 @@ import (
 
 	dbm "github.com/cometbft/cometbft-db"
 	"github.com/cometbft/cometbft/p2p"
+	cmtproto "github.com/cometbft/cometbft/proto/tendermint/types"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/cometbft/cometbft/store"
 	"github.com/cometbft/cometbft/types"
@@ -330,4 +331,44 @@ func TestServeLimiterForgetsDepartedPeers(t *testing.T) {
 	waitFor(t, "the answer", func() bool { return rt.count("stays") == 1 })
 	r.PeerDown("stays")
 	waitFor(t, "no records left", func() bool { return records() == 0 })
+}
+
+// TestLightCacheMergesLoads: concurrent requests for one height share one
+// load, and only the loader is told it loaded.
+func TestLightCacheMergesLoads(t *testing.T) {
+	c := newLightCache(1 << 20)
+	gate := make(chan struct{})
+	var loads atomic.Int64
+	fn := func() (*cmtproto.LightBlock, error) {
+		loads.Add(1)
+		<-gate
+		return &cmtproto.LightBlock{}, nil
+	}
+	var wg sync.WaitGroup
+	var loaders atomic.Int64
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lb, loaded, err := c.load(7, fn)
+			require.NoError(t, err)
+			require.NotNil(t, lb)
+			if loaded {
+				loaders.Add(1)
+			}
+		}()
+	}
+	waitFor(t, "the first load", func() bool { return loads.Load() == 1 })
+	close(gate)
+	wg.Wait()
+	require.EqualValues(t, 1, loads.Load())
+	require.EqualValues(t, 1, loaders.Load())
+	_, loaded, _ := c.load(7, fn)
+	require.False(t, loaded, "cached")
+
+	// "Not available" is not cached.
+	_, loaded, _ = c.load(8, func() (*cmtproto.LightBlock, error) { return nil, nil })
+	require.True(t, loaded)
+	_, loaded, _ = c.load(8, func() (*cmtproto.LightBlock, error) { return nil, nil })
+	require.True(t, loaded)
 }
