@@ -115,8 +115,11 @@ func (p *BlockProvider) ReportEvidence(context.Context, types.Evidence) error { 
 // disconnects, when more peers become available while it has fewer than
 // the cap, and after a transient failure. Consensus params come from
 // several peers at once and are accepted only if their hash is the one the
-// verified header commits to (a peer sending others is punished) and two
-// peers agree on them (the hash does not cover every field).
+// verified header commits to (a peer sending others is punished), at least
+// two peers sent them, and every peer that answered agrees (the hash does
+// not cover every field; see paramsquorum.go). A peer outvoted on proposer
+// priorities, or contradicting a verified header, is punished and left out
+// (see lightchecks.go).
 //
 // Calls are serialised (the light client is not safe for concurrent use);
 // waiting for a turn ends with ctx.

@@ -26,9 +26,12 @@ const rpcIdleConnTimeout = 90 * time.Second
 // CometBFT's light client: the first server is the primary, the others
 // are witnesses. Consensus params come from every server's consensus_params
 // endpoint and are accepted only if they hash to the verified header's
-// ConsensusHash and at least two servers return the same full params (the
-// hash covers only Block.MaxBytes and MaxGas); a server returning other
-// params with the right hash fails the verification.
+// ConsensusHash, at least two servers return them, and every server that
+// answers returns the same full params (the hash covers only
+// Block.MaxBytes and MaxGas): a server returning other params with the
+// right hash makes the call fail transiently (ErrProvidersDisagree; see
+// paramsquorum.go). A server outvoted on proposer priorities by a majority
+// of three or more is left out (see lightchecks.go).
 //
 // chainID, version.Software and initialHeight are the node's own (from its
 // genesis). servers are normalised (scheme http unless given, tcp:// read
