@@ -130,6 +130,8 @@ type fetchScheduler struct {
 	silent      map[p2p.ID]struct{} // peers dropped for answering nothing
 	cursor      uint32              // every index below is done
 	avgChunk    float64             // bytes per chunk, moving average; 0 = none seen
+	// counters, for logs
+	timeouts, hedges int
 }
 
 func newFetchScheduler(n uint32, window int, ceiling time.Duration) *fetchScheduler {
@@ -402,7 +404,23 @@ func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool)
 			return chunkRequest{}, false
 		}
 	}
+	f.hedges++
 	return f.send(best, f.peers[best], i, now), true
+}
+
+// shift moves every request in flight d later: the restore held the
+// peers' answers back for d (its memory budget was full), which is no
+// fault of theirs.
+func (f *fetchScheduler) shift(d time.Duration) {
+	for _, p := range f.peers {
+		for _, req := range p.inflight {
+			req.sent = req.sent.Add(d)
+			req.deadline = req.deadline.Add(d)
+		}
+		if !p.lastRecv.IsZero() {
+			p.lastRecv = p.lastRecv.Add(d)
+		}
+	}
 }
 
 // unassign withdraws a request that could not be sent; the chunk is
@@ -569,6 +587,7 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 			f.dropOwner(index, id)
 			out = append(out, chunkRequest{peer: id, index: index})
 			timedOut = true
+			f.timeouts++
 			// At best it could have delivered one chunk in that time.
 			if f.avgChunk > 0 {
 				bound := f.avgChunk / max(now.Sub(req.sent).Seconds(), 1e-3)
