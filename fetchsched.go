@@ -303,11 +303,18 @@ func (f *fetchScheduler) sortedPeers() []p2p.ID {
 // assign hedges the chunk the applier needs next if it is overdue, then
 // fills the peers' windows, and returns the requests to send.
 func (f *fetchScheduler) assign(now time.Time) []chunkRequest {
-	ids := f.sortedPeers()
 	var out []chunkRequest
-	if req, ok := f.hedge(ids, now); ok {
+	if req, ok := f.hedge(f.sortedPeers(), now); ok {
 		out = append(out, req)
 	}
+	return append(out, f.fill(now)...)
+}
+
+// fill fills the peers' windows (no hedging) and returns the requests to
+// send.
+func (f *fetchScheduler) fill(now time.Time) []chunkRequest {
+	ids := f.sortedPeers()
+	var out []chunkRequest
 	// Simulated finish time of each peer's queue, in seconds from now.
 	finish := make(map[p2p.ID]float64, len(ids))
 	room := 0

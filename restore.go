@@ -236,9 +236,7 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 		now := time.Now()
 		full := a.memBytes >= a.memBudget()
 		a.pause(full, now)
-		if !full {
-			a.request(now)
-		}
+		a.request(now, !full)
 		if a.nextApply >= a.snap.Chunks && !a.applying {
 			a.r.logger.Info("All chunks applied", "height", a.snap.Height, "chunks", a.snap.Chunks,
 				"bytes", a.spool.bytes, "took", time.Since(a.started), "timeouts", a.sched.timeouts,
@@ -328,11 +326,18 @@ func (a *restoreAttempt) memBudget() int64 {
 	return max(4*a.maxChunk, 1)
 }
 
-// request sends the requests the scheduler hands out. One whose send
-// queue is full is withdrawn and retried shortly.
-func (a *restoreAttempt) request(now time.Time) {
+// request sends the requests the scheduler hands out (hedges too unless
+// the loop holds answers back). One whose send queue is full is withdrawn
+// and retried shortly.
+func (a *restoreAttempt) request(now time.Time, hedge bool) {
 	a.retrySoon = false
-	for _, req := range a.sched.assign(now) {
+	var reqs []chunkRequest
+	if hedge {
+		reqs = a.sched.assign(now)
+	} else {
+		reqs = a.sched.fill(now)
+	}
+	for _, req := range reqs {
 		msg := &ssproto.ChunkRequest{Height: a.snap.Height, Format: a.snap.Format, Index: req.index}
 		if a.r.trySend(req.peer, ChunkChannel, msg) {
 			continue
