@@ -84,6 +84,7 @@ type fetchPeer struct {
 	timeouts int                 // timeouts in a row without a delivery
 	rate     float64             // bytes per second over recent chunks; 0 = unknown
 	lastRecv time.Time           // last delivery that counted as progress
+	since    time.Time           // first request sent
 }
 
 // fetchScheduler decides which chunk to request from which peer, and when a
@@ -97,7 +98,8 @@ type fetchPeer struct {
 // most the ceiling (chunk_request_timeout). Nothing a peer sends moves a
 // deadline. A timed-out request is re-requested elsewhere, halves the
 // peer's window and lowers its rate estimate; maxSilentStrikes timeouts in
-// a row without a delivery drop the peer (see unhelpful).
+// a row with no delivery for at least the ceiling drop the peer (see
+// unhelpful).
 //
 // Only a delivery of a still-needed chunk asked of that peer is progress.
 // What a hostile peer can do, and the bound: a duplicate, a repeated
@@ -280,6 +282,9 @@ func (f *fetchScheduler) hedgeAt(p *fetchPeer, req *fetchReq) time.Time {
 }
 
 func (f *fetchScheduler) send(id p2p.ID, p *fetchPeer, index uint32, now time.Time) chunkRequest {
+	if p.since.IsZero() {
+		p.since = now
+	}
 	queued := len(p.inflight) + 1
 	p.inflight[index] = &fetchReq{sent: now, queued: queued, deadline: f.deadlineFor(p, queued, now)}
 	p.asked[index] = askInFlight
@@ -606,7 +611,13 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 		if timedOut {
 			p.window = max(1, p.window/2)
 			p.timeouts++
-			if p.timeouts >= maxSilentStrikes {
+			quiet := p.lastRecv
+			if quiet.IsZero() {
+				quiet = p.since
+			}
+			// Silent: timeouts in a row and nothing delivered for a whole
+			// ceiling (a rate-derived timeout alone only moves work).
+			if p.timeouts >= maxSilentStrikes && now.Sub(quiet) >= f.ceiling {
 				f.removePeer(id)
 				f.silent[id] = struct{}{}
 			}
