@@ -26,7 +26,7 @@ const (
 	// applier needs next is asked of a second peer.
 	hedgeSlack = 1.5
 	// minChunkDeadline is the shortest deadline, covering round trip and
-	// the server's read of the chunk (capped by chunk_request_timeout).
+	// the server's read of the chunk (see floor).
 	minChunkDeadline = 500 * time.Millisecond
 	// planHorizon bounds how far past the lowest needed chunk one call to
 	// assign looks when placing work on slow peers.
@@ -94,7 +94,8 @@ type fetchPeer struct {
 //
 // Deadlines are absolute and set when a request is sent: deadlineSlack
 // times the time the peer is expected to take for it (its queue of
-// requests ahead, at its measured rate), at least minChunkDeadline and at
+// requests ahead, at its measured rate), at least floor (a fifth of the
+// ceiling, 0.5 s at least) and at
 // most the ceiling (chunk_request_timeout). Nothing a peer sends moves a
 // deadline. A timed-out request is re-requested elsewhere, halves the
 // peer's window and lowers its rate estimate; maxSilentStrikes timeouts in
@@ -258,7 +259,7 @@ func (f *fetchScheduler) cost(p *fetchPeer) (float64, bool) {
 
 // deadlineFor returns the deadline of a request to p sent at now with
 // queued requests (this one included) in p's queue: deadlineSlack times the
-// work ahead at p's measured rate, within [minChunkDeadline, ceiling]; the
+// work ahead at p's measured rate, within [floor, ceiling]; the
 // ceiling while p's rate is unknown.
 func (f *fetchScheduler) deadlineFor(p *fetchPeer, queued int, now time.Time) time.Time {
 	c, ok := f.cost(p)
@@ -266,7 +267,14 @@ func (f *fetchScheduler) deadlineFor(p *fetchPeer, queued int, now time.Time) ti
 		return now.Add(f.ceiling)
 	}
 	work := time.Duration(float64(queued) * c * float64(time.Second))
-	return now.Add(min(f.ceiling, max(min(minChunkDeadline, f.ceiling), deadlineSlack*work)))
+	return now.Add(min(f.ceiling, max(f.floor(), deadlineSlack*work)))
+}
+
+// floor is the shortest deadline: minChunkDeadline or a fifth of the
+// ceiling, whichever is longer (delivery times jitter far more than a
+// measured rate suggests on a loaded machine), within the ceiling.
+func (f *fetchScheduler) floor() time.Duration {
+	return min(f.ceiling, max(minChunkDeadline, f.ceiling/5))
 }
 
 // hedgeAt returns when req, held by p, is overdue against p's rate as
@@ -278,7 +286,7 @@ func (f *fetchScheduler) hedgeAt(p *fetchPeer, req *fetchReq) time.Time {
 		return req.deadline
 	}
 	work := time.Duration(hedgeSlack * float64(req.queued) * c * float64(time.Second))
-	return minTime(req.deadline, req.sent.Add(max(min(minChunkDeadline, f.ceiling)/2, work)))
+	return minTime(req.deadline, req.sent.Add(max(f.floor()/2, work)))
 }
 
 func (f *fetchScheduler) send(id p2p.ID, p *fetchPeer, index uint32, now time.Time) chunkRequest {
@@ -412,7 +420,7 @@ func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool)
 			return chunkRequest{}, false
 		}
 		remaining := req.sent.Add(time.Duration(float64(req.queued) * hc * float64(time.Second))).Sub(now).Seconds()
-		if 2*bestAt >= remaining {
+		if 2*bestAt >= remaining || remaining < (f.floor()/2).Seconds() {
 			return chunkRequest{}, false
 		}
 	}
