@@ -67,10 +67,15 @@ type Config struct {
 	// rejected, and every spool when Sync succeeds or fails.
 	TempDir string `mapstructure:"temp_dir" toml:"temp_dir"`
 
-	// ChunkRequestTimeout (chunk_request_timeout, default 10s): a chunk
-	// request times out when its peer delivers nothing for this long; the
-	// chunk is then requested from another peer. Fetched chunks are never
-	// discarded because of a timeout.
+	// ChunkRequestTimeout (chunk_request_timeout, default 10s): the ceiling
+	// of a chunk request's deadline. Below it, each request's deadline is
+	// three times the time its peer is expected to take (its queue at its
+	// measured rate), at least a fifth of this and 0.5 s; a timed-out
+	// request is asked of another peer, and the chunk the app needs next
+	// is also asked of a second peer as soon as it is overdue. A peer is
+	// dropped as silent after three timeouts in a row with nothing
+	// delivered for this long. Fetched chunks are never discarded because
+	// of a timeout.
 	ChunkRequestTimeout time.Duration `mapstructure:"chunk_request_timeout" toml:"chunk_request_timeout"`
 
 	// ChunkFetchers (chunk_fetchers, default 4): accepted for compatibility

@@ -26,7 +26,7 @@ const (
 	// applier needs next is asked of a second peer.
 	hedgeSlack = 1.5
 	// minChunkDeadline is the shortest deadline, covering round trip and
-	// the server's read of the chunk (capped by chunk_request_timeout).
+	// the server's read of the chunk (see floor).
 	minChunkDeadline = 500 * time.Millisecond
 	// planHorizon bounds how far past the lowest needed chunk one call to
 	// assign looks when placing work on slow peers.
@@ -84,6 +84,7 @@ type fetchPeer struct {
 	timeouts int                 // timeouts in a row without a delivery
 	rate     float64             // bytes per second over recent chunks; 0 = unknown
 	lastRecv time.Time           // last delivery that counted as progress
+	since    time.Time           // first request sent
 }
 
 // fetchScheduler decides which chunk to request from which peer, and when a
@@ -93,11 +94,13 @@ type fetchPeer struct {
 //
 // Deadlines are absolute and set when a request is sent: deadlineSlack
 // times the time the peer is expected to take for it (its queue of
-// requests ahead, at its measured rate), at least minChunkDeadline and at
+// requests ahead, at its measured rate), at least floor (a fifth of the
+// ceiling, 0.5 s at least) and at
 // most the ceiling (chunk_request_timeout). Nothing a peer sends moves a
 // deadline. A timed-out request is re-requested elsewhere, halves the
 // peer's window and lowers its rate estimate; maxSilentStrikes timeouts in
-// a row without a delivery drop the peer (see unhelpful).
+// a row with no delivery for at least the ceiling drop the peer (see
+// unhelpful).
 //
 // Only a delivery of a still-needed chunk asked of that peer is progress.
 // What a hostile peer can do, and the bound: a duplicate, a repeated
@@ -130,6 +133,8 @@ type fetchScheduler struct {
 	silent      map[p2p.ID]struct{} // peers dropped for answering nothing
 	cursor      uint32              // every index below is done
 	avgChunk    float64             // bytes per chunk, moving average; 0 = none seen
+	// counters, for logs
+	timeouts, hedges int
 }
 
 func newFetchScheduler(n uint32, window int, ceiling time.Duration) *fetchScheduler {
@@ -254,7 +259,7 @@ func (f *fetchScheduler) cost(p *fetchPeer) (float64, bool) {
 
 // deadlineFor returns the deadline of a request to p sent at now with
 // queued requests (this one included) in p's queue: deadlineSlack times the
-// work ahead at p's measured rate, within [minChunkDeadline, ceiling]; the
+// work ahead at p's measured rate, within [floor, ceiling]; the
 // ceiling while p's rate is unknown.
 func (f *fetchScheduler) deadlineFor(p *fetchPeer, queued int, now time.Time) time.Time {
 	c, ok := f.cost(p)
@@ -262,7 +267,14 @@ func (f *fetchScheduler) deadlineFor(p *fetchPeer, queued int, now time.Time) ti
 		return now.Add(f.ceiling)
 	}
 	work := time.Duration(float64(queued) * c * float64(time.Second))
-	return now.Add(min(f.ceiling, max(min(minChunkDeadline, f.ceiling), deadlineSlack*work)))
+	return now.Add(min(f.ceiling, max(f.floor(), deadlineSlack*work)))
+}
+
+// floor is the shortest deadline: minChunkDeadline or a fifth of the
+// ceiling, whichever is longer (delivery times jitter far more than a
+// measured rate suggests on a loaded machine), within the ceiling.
+func (f *fetchScheduler) floor() time.Duration {
+	return min(f.ceiling, max(minChunkDeadline, f.ceiling/5))
 }
 
 // hedgeAt returns when req, held by p, is overdue against p's rate as
@@ -274,10 +286,13 @@ func (f *fetchScheduler) hedgeAt(p *fetchPeer, req *fetchReq) time.Time {
 		return req.deadline
 	}
 	work := time.Duration(hedgeSlack * float64(req.queued) * c * float64(time.Second))
-	return minTime(req.deadline, req.sent.Add(max(min(minChunkDeadline, f.ceiling)/2, work)))
+	return minTime(req.deadline, req.sent.Add(max(f.floor()/2, work)))
 }
 
 func (f *fetchScheduler) send(id p2p.ID, p *fetchPeer, index uint32, now time.Time) chunkRequest {
+	if p.since.IsZero() {
+		p.since = now
+	}
 	queued := len(p.inflight) + 1
 	p.inflight[index] = &fetchReq{sent: now, queued: queued, deadline: f.deadlineFor(p, queued, now)}
 	p.asked[index] = askInFlight
@@ -301,11 +316,18 @@ func (f *fetchScheduler) sortedPeers() []p2p.ID {
 // assign hedges the chunk the applier needs next if it is overdue, then
 // fills the peers' windows, and returns the requests to send.
 func (f *fetchScheduler) assign(now time.Time) []chunkRequest {
-	ids := f.sortedPeers()
 	var out []chunkRequest
-	if req, ok := f.hedge(ids, now); ok {
+	if req, ok := f.hedge(f.sortedPeers(), now); ok {
 		out = append(out, req)
 	}
+	return append(out, f.fill(now)...)
+}
+
+// fill fills the peers' windows (no hedging) and returns the requests to
+// send.
+func (f *fetchScheduler) fill(now time.Time) []chunkRequest {
+	ids := f.sortedPeers()
+	var out []chunkRequest
 	// Simulated finish time of each peer's queue, in seconds from now.
 	finish := make(map[p2p.ID]float64, len(ids))
 	room := 0
@@ -398,11 +420,27 @@ func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool)
 			return chunkRequest{}, false
 		}
 		remaining := req.sent.Add(time.Duration(float64(req.queued) * hc * float64(time.Second))).Sub(now).Seconds()
-		if 2*bestAt >= remaining {
+		if 2*bestAt >= remaining || remaining < (f.floor()/2).Seconds() {
 			return chunkRequest{}, false
 		}
 	}
+	f.hedges++
 	return f.send(best, f.peers[best], i, now), true
+}
+
+// shift moves every request in flight d later: the restore held the
+// peers' answers back for d (its memory budget was full), which is no
+// fault of theirs.
+func (f *fetchScheduler) shift(d time.Duration) {
+	for _, p := range f.peers {
+		for _, req := range p.inflight {
+			req.sent = req.sent.Add(d)
+			req.deadline = req.deadline.Add(d)
+		}
+		if !p.lastRecv.IsZero() {
+			p.lastRecv = p.lastRecv.Add(d)
+		}
+	}
 }
 
 // unassign withdraws a request that could not be sent; the chunk is
@@ -569,6 +607,7 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 			f.dropOwner(index, id)
 			out = append(out, chunkRequest{peer: id, index: index})
 			timedOut = true
+			f.timeouts++
 			// At best it could have delivered one chunk in that time.
 			if f.avgChunk > 0 {
 				bound := f.avgChunk / max(now.Sub(req.sent).Seconds(), 1e-3)
@@ -580,7 +619,13 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 		if timedOut {
 			p.window = max(1, p.window/2)
 			p.timeouts++
-			if p.timeouts >= maxSilentStrikes {
+			quiet := p.lastRecv
+			if quiet.IsZero() {
+				quiet = p.since
+			}
+			// Silent: timeouts in a row and nothing delivered for a whole
+			// ceiling (a rate-derived timeout alone only moves work).
+			if p.timeouts >= maxSilentStrikes && now.Sub(quiet) >= f.ceiling {
 				f.removePeer(id)
 				f.silent[id] = struct{}{}
 			}

@@ -453,3 +453,15 @@ func TestFetchSchedulerSlowStart(t *testing.T) {
 	require.Equal(t, 4, f.peers[reqs[0].peer].window)
 	require.Equal(t, 2, f.peers[reqs[1].peer].window)
 }
+
+// TestFetchSchedulerShift: time the restore held the answers back does
+// not count against the peers' deadlines.
+func TestFetchSchedulerShift(t *testing.T) {
+	now := time.Now()
+	f := newFetchScheduler(4, 2, time.Second)
+	f.addPeer("a")
+	require.Len(t, f.assign(now), 2)
+	f.shift(5 * time.Second)
+	require.Empty(t, f.expire(now.Add(2*time.Second)), "deadlines moved by the pause")
+	require.Len(t, f.expire(now.Add(6*time.Second)), 2)
+}

@@ -129,6 +129,7 @@ type restoreAttempt struct {
 	applying  bool
 	retries   map[uint32]int
 	stallAt   time.Time
+	pausedAt  time.Time // the memory budget is full since
 	recv      int64
 	started   time.Time
 	retrySoon bool
@@ -233,10 +234,13 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		a.request(now)
+		full := a.memBytes >= a.memBudget()
+		a.pause(full, now)
+		a.request(now, !full)
 		if a.nextApply >= a.snap.Chunks && !a.applying {
 			a.r.logger.Info("All chunks applied", "height", a.snap.Height, "chunks", a.snap.Chunks,
-				"bytes", a.spool.bytes, "took", time.Since(a.started))
+				"bytes", a.spool.bytes, "took", time.Since(a.started), "timeouts", a.sched.timeouts,
+				"hedges", a.sched.hedges, "peers", a.sched.numPeers())
 			return nil
 		}
 		if a.better {
@@ -245,7 +249,11 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 		if err := a.checkStall(now); err != nil {
 			return err
 		}
-		timer.Reset(max(time.Until(a.wakeAt(now)), time.Millisecond))
+		if full { // the writer's progress wakes the loop
+			timer.Reset(time.Hour)
+		} else {
+			timer.Reset(max(time.Until(a.wakeAt(now)), time.Millisecond))
+		}
 
 		var jobs chan<- applyJob
 		job, ready := a.nextJob()
@@ -258,7 +266,7 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 			ops, op = a.ops, a.queued[0]
 		}
 		var chunks <-chan inChunk
-		if a.memBytes < a.memBudget() {
+		if !full {
 			chunks = a.s.chunkCh
 		}
 
@@ -268,6 +276,9 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 		case <-a.s.wake:
 			a.onInbox()
 		case <-timer.C:
+			if full {
+				break // the peers' answers wait for us: no deadline runs
+			}
 			for _, req := range a.sched.expire(time.Now()) {
 				a.r.metrics.ChunkTimeout()
 				a.r.logger.Debug("Chunk request timed out", "peer", req.peer, "chunk", req.index)
@@ -292,6 +303,20 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 	}
 }
 
+// pause stops the clock of the requests in flight while the memory budget
+// is full (the loop takes no chunk from the inbox, so the peers' answers
+// wait in their connections), and restarts it, later by the pause, when
+// there is room again.
+func (a *restoreAttempt) pause(full bool, now time.Time) {
+	switch {
+	case full && a.pausedAt.IsZero():
+		a.pausedAt = now
+	case !full && !a.pausedAt.IsZero():
+		a.sched.shift(now.Sub(a.pausedAt))
+		a.pausedAt = time.Time{}
+	}
+}
+
 // memBudget is how many chunk bytes the attempt may hold in memory:
 // Config.ChunkMemoryBudget, or 4 of the largest chunk seen when 0.
 func (a *restoreAttempt) memBudget() int64 {
@@ -301,11 +326,18 @@ func (a *restoreAttempt) memBudget() int64 {
 	return max(4*a.maxChunk, 1)
 }
 
-// request sends the requests the scheduler hands out. One whose send
-// queue is full is withdrawn and retried shortly.
-func (a *restoreAttempt) request(now time.Time) {
+// request sends the requests the scheduler hands out (hedges too unless
+// the loop holds answers back). One whose send queue is full is withdrawn
+// and retried shortly.
+func (a *restoreAttempt) request(now time.Time, hedge bool) {
 	a.retrySoon = false
-	for _, req := range a.sched.assign(now) {
+	var reqs []chunkRequest
+	if hedge {
+		reqs = a.sched.assign(now)
+	} else {
+		reqs = a.sched.fill(now)
+	}
+	for _, req := range reqs {
 		msg := &ssproto.ChunkRequest{Height: a.snap.Height, Format: a.snap.Format, Index: req.index}
 		if a.r.trySend(req.peer, ChunkChannel, msg) {
 			continue

@@ -204,7 +204,7 @@ func TestSilentPeerDoesNotHoldTheRestore(t *testing.T) {
 	require.True(t, tn.fresh.p2p.Switch.Peers().Has(tn.servers[0].p2p.ID()), "a silent peer is not punished")
 }
 
-// TestSlowPeerIsNotTheTail: one server takes 5 s to read each chunk (the
+// TestSlowPeerIsNotTheTail: one server takes 20 s to read each chunk (the
 // others answer at once). It is honest and stays connected, but the
 // chunks the applier needs are not left waiting on it: the ones it was
 // given before its rate was known are asked of the fast peers as soon as
@@ -214,7 +214,7 @@ func TestSilentPeerDoesNotHoldTheRestore(t *testing.T) {
 func TestSlowPeerIsNotTheTail(t *testing.T) {
 	tn := hostileTestNet(t, func(i int, app *kvapp.App) {
 		if i == 0 {
-			app.Misbehave(func(k *kvapp.Knobs) { k.LoadDelay = 5 * time.Second })
+			app.Misbehave(func(k *kvapp.Knobs) { k.LoadDelay = 20 * time.Second })
 		}
 	})
 	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 40*time.Second)

@@ -587,31 +587,9 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 		p.ChunksFetched, p.ChunksApplied = 0, 0
 	})
 
-	appHash, err := s.provider.AppHash(ctx, snap.Height)
+	appHash, state, commit, err := s.verifySnapshot(ctx, snap)
 	if err != nil {
-		if ctx.Err() != nil {
-			return sm.State{}, nil, false, ctx.Err()
-		}
-		return sm.State{}, nil, false, s.classifyProvider(snap, "app hash", err)
-	}
-	state, err := s.provider.State(ctx, snap.Height)
-	if err != nil {
-		if ctx.Err() != nil {
-			return sm.State{}, nil, false, ctx.Err()
-		}
-		return sm.State{}, nil, false, s.classifyProvider(snap, "state", err)
-	}
-	commit, err := s.provider.Commit(ctx, snap.Height)
-	if err != nil {
-		if ctx.Err() != nil {
-			return sm.State{}, nil, false, ctx.Err()
-		}
-		return sm.State{}, nil, false, s.classifyProvider(snap, "commit", err)
-	}
-	if !bytes.Equal(state.AppHash, appHash) || state.LastBlockHeight != int64(snap.Height) {
-		s.pool.reject(snap, ErrVerifyFailed)
-		return sm.State{}, nil, false, fmt.Errorf("%w: state provider returned inconsistent state for height %d",
-			ErrVerifyFailed, snap.Height)
+		return sm.State{}, nil, false, err
 	}
 
 	// Verification takes a while: take a better snapshot advertised meanwhile.
@@ -659,6 +637,35 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 		}
 		return state, commit, true, nil
 	}
+}
+
+// verifySnapshot fetches the trusted app hash, state and commit of snap's
+// height from the state provider and checks they agree.
+func (s *syncer) verifySnapshot(ctx context.Context, snap *snapshot) ([]byte, sm.State, *types.Commit, error) {
+	fail := func(what string, err error) ([]byte, sm.State, *types.Commit, error) {
+		if ctx.Err() != nil {
+			return nil, sm.State{}, nil, ctx.Err()
+		}
+		return nil, sm.State{}, nil, s.classifyProvider(snap, what, err)
+	}
+	appHash, err := s.provider.AppHash(ctx, snap.Height)
+	if err != nil {
+		return fail("app hash", err)
+	}
+	state, err := s.provider.State(ctx, snap.Height)
+	if err != nil {
+		return fail("state", err)
+	}
+	commit, err := s.provider.Commit(ctx, snap.Height)
+	if err != nil {
+		return fail("commit", err)
+	}
+	if !bytes.Equal(state.AppHash, appHash) || state.LastBlockHeight != int64(snap.Height) {
+		s.pool.reject(snap, ErrVerifyFailed)
+		return nil, sm.State{}, nil, fmt.Errorf("%w: state provider returned inconsistent state for height %d",
+			ErrVerifyFailed, snap.Height)
+	}
+	return appHash, state, commit, nil
 }
 
 // stalled handles a restore that no peer could finish. The peers that said
