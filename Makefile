@@ -25,7 +25,7 @@ test:
 ## -race` on the SDK packages would compile the SDK a second time for no
 ## test. The nodes under test are separate processes.
 test-cosmos:
-	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e/...
+	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e
 
 ## demo-cosmos: a 3-validator Cosmos SDK v0.55 example chain on loopback; a
 ## fresh SDK node joins it through the library with a live progress display,
