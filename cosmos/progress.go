@@ -31,7 +31,7 @@ func logProgress(ctx context.Context, svrCtx *server.Context, n *node.Node) {
 		case <-n.Synced():
 			r := n.SyncResult()
 			svrCtx.Logger.Info("state sync complete; block sync running", "height", r.State.LastBlockHeight,
-				"backfilled", r.Backfill.Blocks, "took", r.Total.Round(time.Millisecond).String(),
+				"took", r.Total.Round(time.Millisecond).String(),
 				"chunks", t.chunks, "bytes", t.bytes, "fetched_s", t.fetched.Seconds(), "applied_s", t.applied.Seconds())
 			return
 		case p := <-ch:

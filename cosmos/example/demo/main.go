@@ -79,11 +79,25 @@ func run(r *sdknet.Runner, plain bool, timeout time.Duration) {
 		r.Fatalf("%v", err)
 	}
 	checked, accounts := nw.CheckSameState(r, j, h+2)
+	// Backfill runs in the background after the handover; wait for it
+	// (bounded) so the summary can say how far it got.
+	bfCtx, bfCancel := context.WithTimeout(ctx, 30*time.Second)
+	bf, bfErr := n.WaitBackfill(bfCtx)
+	bfCancel()
+	backfilled := "not finished within 30 s"
+	switch {
+	case bf != nil && bf.Err != nil:
+		backfilled = fmt.Sprintf("%d headers, then: %v", bf.Blocks, bf.Err)
+	case bf != nil:
+		backfilled = fmt.Sprintf("%d headers", bf.Blocks)
+	case bfErr == nil:
+		backfilled = "off"
+	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		r.Fatalf("the joining node: %v", err)
 	}
-	summary(res, final, checked, accounts, time.Since(start))
+	summary(res, final, backfilled, checked, accounts, time.Since(start))
 }
 
 // startInProcess runs `exampled start` for home in this process, with a
@@ -104,7 +118,7 @@ func startInProcess(r *sdknet.Runner, ctx context.Context, home string, started 
 	return done
 }
 
-func summary(res node.SyncResult, final statesync.Progress, checked int64, accounts int, total time.Duration) {
+func summary(res node.SyncResult, final statesync.Progress, backfilled string, checked int64, accounts int, total time.Duration) {
 	snap := res.State.LastBlockHeight
 	bps := 0.0
 	if res.Restore > 0 {
@@ -115,7 +129,7 @@ func summary(res node.SyncResult, final statesync.Progress, checked int64, accou
 		{"snapshot size", fmt.Sprintf("%s in %d chunks (SDK format %d, IAVL export, zlib)", progressui.Bytes(final.Bytes), final.ChunksTotal, final.SnapshotFormat)},
 		{"restore time", res.Restore.Round(time.Millisecond).String()},
 		{"throughput", progressui.Rate(bps)},
-		{"backfilled", fmt.Sprintf("%d headers", res.Backfill.Blocks)},
+		{"backfilled", backfilled},
 		{"handover height", fmt.Sprintf("%d (block sync from %d)", snap, snap+1)},
 		{"final height", fmt.Sprint(checked)},
 		{"balances checked", fmt.Sprintf("%d accounts over gRPC at height %d: equal to validator 0's, app hash too", accounts, checked)},
