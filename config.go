@@ -144,8 +144,8 @@ type Config struct {
 	// against peers configured to queue more.
 	BackfillWindow int `mapstructure:"backfill_window" toml:"backfill_window"`
 
-	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = four times
-	// the largest chunk seen): fetched chunks held in memory while they are
+	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = twice the
+	// largest chunk seen): fetched chunks held in memory while they are
 	// written to the spool (and the next one to apply until it is applied).
 	// Beyond it, chunks wait in the peers' connections (backpressure).
 	ChunkMemoryBudget int64 `mapstructure:"chunk_memory_budget" toml:"chunk_memory_budget"`
