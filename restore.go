@@ -286,6 +286,7 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 		case jobs <- job:
 			a.applying = true
 		case ops <- op:
+			a.queued[0] = spoolOp{} // the backing array must not keep the chunk
 			a.queued = a.queued[1:]
 		case d := <-a.done:
 			if err := a.onSpooled(d); err != nil {
@@ -318,12 +319,13 @@ func (a *restoreAttempt) pause(full bool, now time.Time) {
 }
 
 // memBudget is how many chunk bytes the attempt may hold in memory:
-// Config.ChunkMemoryBudget, or 4 of the largest chunk seen when 0.
+// Config.ChunkMemoryBudget, or 2 of the largest chunk seen when 0 (one
+// being written, one waiting).
 func (a *restoreAttempt) memBudget() int64 {
 	if b := a.s.cfg.ChunkMemoryBudget; b > 0 {
 		return b
 	}
-	return max(4*a.maxChunk, 1)
+	return max(2*a.maxChunk, 1)
 }
 
 // request sends the requests the scheduler hands out (hedges too unless
