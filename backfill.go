@@ -564,6 +564,6 @@ func (b *backfiller) finish() error {
 // waiter outlives the run; their late responses are dropped as late.
 func (b *backfiller) cancelOutstanding() {
 	for _, a := range b.q.outstanding() {
-		b.r.dispatcher.cancel(requestKey{peer: a.peer, kind: kindLightBlock, height: a.height})
+		b.r.dispatcher.cancel(requestKey{peer: a.peer, kind: kindLightBlock, height: a.height}, b.sink)
 	}
 }

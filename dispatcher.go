@@ -322,13 +322,26 @@ func (d *dispatcher) expire(key requestKey, seq uint64) {
 	}
 }
 
-// cancel ends a pending request without delivering anything; it reports
-// whether the request was still pending (false: its response was or is
-// being delivered). A response arriving later counts as late.
-func (d *dispatcher) cancel(key requestKey) bool {
+// cancel ends the pending request for key that was started with sink,
+// without delivering anything; it reports whether that request was still
+// pending (false: its response was or is being delivered to sink). A
+// request for the same key started by another caller (another sink) is
+// left alone: two callers may ask one peer for one height one after the
+// other, and the first one's cancel must not end the second one's request
+// (its waiter would then wait for a response that never comes). A
+// response arriving later counts as late.
+func (d *dispatcher) cancel(key requestKey, sink chan<- response) bool {
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
-	return d.takeLocked(key, 0) != nil
+	p, ok := d.peers[key.peer]
+	if !ok {
+		return false
+	}
+	req, ok := p.pending[key]
+	if !ok || req.sink != sink {
+		return false
+	}
+	return d.takeLocked(key, req.seq) != nil
 }
 
 // wait is the blocking form of start: it returns the response, or
@@ -343,7 +356,7 @@ func (d *dispatcher) wait(ctx context.Context, key requestKey, timeout time.Dura
 	case r := <-sink:
 		return r, r.err
 	case <-ctx.Done():
-		if !d.cancel(key) {
+		if !d.cancel(key, sink) {
 			// It ended meanwhile: its response is in the sink.
 			r := <-sink
 			return r, r.err

@@ -128,8 +128,9 @@ func TestDispatcherLateDuplicateUnsolicited(t *testing.T) {
 
 	// Cancelled, then answered: late; nothing is delivered for it.
 	require.NoError(t, d.start(requestKey{"a", kindParams, 4}, time.Minute, sink))
-	require.True(t, d.cancel(requestKey{"a", kindParams, 4}))
-	require.False(t, d.cancel(requestKey{"a", kindParams, 4}))
+	require.False(t, d.cancel(requestKey{"a", kindParams, 4}, make(chan response, 1)), "another caller's cancel")
+	require.True(t, d.cancel(requestKey{"a", kindParams, 4}, sink))
+	require.False(t, d.cancel(requestKey{"a", kindParams, 4}, sink))
 	require.ErrorIs(t, d.handleParamsResponse("a", paramsResponse(chain, 4)), errLateResponse)
 	require.Empty(t, sink)
 
@@ -284,7 +285,7 @@ func TestDispatcherExactlyOnce(t *testing.T) {
 				case 0:
 					_ = d.handleLightBlockResponse(peer, responses[h])
 				case 1:
-					if d.cancel(key) {
+					if d.cancel(key, sink) {
 						cancelled <- key
 					}
 				case 2:
@@ -361,4 +362,36 @@ func TestDispatcherForgetsDepartedPeers(t *testing.T) {
 	mtx.Unlock()
 	require.ErrorIs(t, (<-sink).err, ErrTimeout)
 	require.Zero(t, d.records())
+}
+
+// Two callers ask one peer for one height one after the other (the light
+// client and a cross-check poll do). The first caller's cancel, racing its
+// own answer, must not end the second caller's request: before cancel was
+// tied to its caller's sink, it did, and the second waiter waited for ever
+// (found by the P2P provider-liar row of the attacker table).
+func TestDispatcherCancelLeavesAnotherCallersRequest(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 6})
+	d, _ := newTestDispatcher(t)
+	key := requestKey{"a", kindLightBlock, 3}
+	first, second := make(chan response, 1), make(chan response, 1)
+
+	require.NoError(t, d.start(key, time.Minute, first))
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	require.NoError(t, d.start(key, time.Minute, second))
+
+	// The first caller's ctx ended just as its answer came: its cancel
+	// finds nothing of its own to cancel, and its answer is in its sink.
+	require.False(t, d.cancel(key, first))
+	require.Equal(t, int64(3), (<-first).lb.Height)
+
+	// The second caller's request is still pending and gets its answer.
+	require.Equal(t, 1, d.pending("a"))
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	select {
+	case r := <-second:
+		require.NoError(t, r.err)
+		require.Equal(t, int64(3), r.lb.Height)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second caller's request was lost")
+	}
 }

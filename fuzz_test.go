@@ -305,7 +305,7 @@ func FuzzDispatcher(f *testing.F) {
 			case 3:
 				_ = d.handleLightBlockResponse(id, &ssproto.LightBlockResponse{})
 			case 4:
-				if d.cancel(key) {
+				if d.cancel(key, sink) {
 					ended[key]++
 				}
 			case 5:

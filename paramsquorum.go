@@ -286,7 +286,7 @@ func (pp *paramsPoll) round(ctx context.Context) error {
 	var outstanding []requestKey
 	defer func() {
 		for _, key := range outstanding {
-			pp.r.dispatcher.cancel(key)
+			pp.r.dispatcher.cancel(key, pp.sink)
 		}
 	}()
 	var ask []p2p.ID // silent peers are asked again
