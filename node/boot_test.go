@@ -122,7 +122,7 @@ func TestFallbackToBlockSync(t *testing.T) {
 	require.Zero(t, m.App.Stats().Restores)
 
 	target := net.Height() + 2
-	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the node to block-sync"))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target && net.Nodes[0].Height() >= target }, "the node to block-sync"))
 	require.EqualValues(t, 1, m.BlockStore().Base(), "block sync from the initial height")
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)
 	require.NoError(t, localnet.WaitFor(ctx, func() bool {

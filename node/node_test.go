@@ -99,7 +99,7 @@ func TestStateSyncOverP2P(t *testing.T) {
 	// It follows the chain: blocks after the snapshot arrive by block sync
 	// (then consensus), and match the validators'.
 	target := snap + 4
-	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the node to follow"))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target && net.Nodes[0].Height() >= target }, "the node to follow"))
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID,
 		bs.LoadBlockMeta(target).BlockID)
 	require.Equal(t, net.Nodes[0].App.Data()["before"], m.App.Data()["before"])
@@ -129,7 +129,12 @@ func TestStateSyncOverP2P(t *testing.T) {
 	}
 	require.False(t, a.CometBFT().ConsensusReactor().WaitSync())
 	target = net.Height() + 2
-	require.NoError(t, localnet.WaitFor(ctx, func() bool { return a.Height() >= target }, "the adaptive node to follow"))
+	// Height may run ahead of either block store by a moment: wait until
+	// both hold the block at target.
+	require.NoError(t, localnet.WaitFor(ctx, func() bool {
+		return a.Height() >= target && a.BlockStore().LoadBlockMeta(target) != nil &&
+			net.Nodes[0].BlockStore().LoadBlockMeta(target) != nil
+	}, "the adaptive node to follow"))
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, a.BlockStore().LoadBlockMeta(target).BlockID)
 }
 

@@ -71,7 +71,7 @@ func TestOursRestoresFromStockCometBFT(t *testing.T) {
 	require.Zero(t, snap%interval)
 	require.Equal(t, 1, m.App.Stats().Restores)
 	target := snap + 3
-	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the node to follow"))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target && net.Nodes[0].Height() >= target }, "the node to follow"))
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)
 
 	bf, err := n.WaitBackfill(ctx)
@@ -105,7 +105,7 @@ func TestStockRestoresFromOurs(t *testing.T) {
 
 	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.App.Stats().Restores == 1 }, "the stock node to restore"))
 	target := net.Height() + 2
-	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target }, "the stock node to follow"))
+	require.NoError(t, localnet.WaitFor(ctx, func() bool { return m.Height() >= target && net.Nodes[0].Height() >= target }, "the stock node to follow"))
 	require.Equal(t, net.Nodes[0].BlockStore().LoadBlockMeta(target).BlockID, m.BlockStore().LoadBlockMeta(target).BlockID)
 	require.Greater(t, m.BlockStore().Base(), int64(1), "the stock node restored a snapshot instead of syncing every block")
 }
