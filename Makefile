@@ -8,9 +8,11 @@ TIMEOUT ?= 9m
 
 all: lint test
 
-## demo: start a local CometBFT network and state-sync a fresh node into it
+## demo: start a local CometBFT network and state-sync a fresh node into it;
+## flags in ARGS (make demo ARGS='-size 64 -plain'; ARGS=-h lists them)
+ARGS ?=
 demo:
-	$(GO) run ./cmd/demo
+	$(GO) run ./cmd/demo $(ARGS)
 
 ## test: every package with the race detector (goroutine leaks fail tests),
 ## then the cosmos module's

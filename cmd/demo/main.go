@@ -14,7 +14,8 @@
 //  3. it follows the chain for a few blocks, and the demo checks that its
 //     blocks and app state are the validators'.
 //
-// Run it with `make demo` (or `go run ./cmd/demo -h` for the knobs). It
+// Run it with `make demo` (flags: `make demo ARGS='-size 64 -plain'`;
+// `go run ./cmd/demo -h` lists them). It
 // exits 0 after the summary, or 1 with the error.
 package main
 
@@ -24,8 +25,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -39,7 +42,7 @@ import (
 
 type options struct {
 	validators, fullNodes int
-	sizeMB, chunkKB       int
+	sizeMiB, chunkKiB     int
 	interval              int64
 	follow                int64
 	rate                  int64
@@ -48,22 +51,82 @@ type options struct {
 }
 
 func main() {
-	var o options
-	flag.IntVar(&o.validators, "validators", 3, "validators")
-	flag.IntVar(&o.fullNodes, "full-nodes", 2, "serving full nodes (besides the validators)")
-	flag.IntVar(&o.sizeMB, "size", 256, "app state (and so snapshot) size in MB")
-	flag.IntVar(&o.chunkKB, "chunk", 1024, "snapshot chunk size in KiB")
-	flag.Int64Var(&o.interval, "snapshot-interval", 10, "the app takes a snapshot every N blocks")
-	flag.Int64Var(&o.follow, "follow", 5, "blocks the fresh node must follow after catching up")
-	flag.Int64Var(&o.rate, "rate", 0, "p2p send/recv rate per connection in B/s (0: CometBFT's default 5120000)")
-	flag.BoolVar(&o.plain, "plain", false, "plain progress lines even on a terminal")
-	flag.BoolVar(&o.verbose, "v", false, "print the nodes' logs to stderr")
-	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
-	flag.Parse()
+	o, err := parseFlags(filepath.Base(os.Args[0]), os.Args[1:], os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2) // the flag package printed the error and the usage
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// parseFlags reads the command line (without the program's name, which
+// is name); errors and the usage (-h) go to out. It returns flag.ErrHelp
+// for -h, and an error for a malformed or out-of-range value.
+func parseFlags(name string, args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: %s [flags]\n\n"+
+			"Starts a local CometBFT v0.40 network on loopback and state-syncs a fresh node into it\n"+
+			"over P2P, with live progress and a summary. With make: make demo ARGS='-size 64 -plain'.\n\n"+
+			"Flags:\n", name)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&o.validators, "validators", 3, "validators")
+	fs.IntVar(&o.fullNodes, "full-nodes", 2, "serving full nodes (besides the validators)")
+	fs.IntVar(&o.sizeMiB, "size", 256, "app state (and so snapshot) size in MiB")
+	fs.IntVar(&o.chunkKiB, "chunk", 1024, "snapshot chunk size in KiB")
+	fs.Int64Var(&o.interval, "snapshot-interval", 10, "the app takes a snapshot every N blocks")
+	fs.Int64Var(&o.follow, "follow", 5, "blocks the fresh node must follow after catching up")
+	fs.Int64Var(&o.rate, "rate", 0, "p2p send/recv rate per connection in B/s (0: CometBFT's default 5120000)")
+	fs.BoolVar(&o.plain, "plain", false, "plain progress lines even on a terminal")
+	fs.BoolVar(&o.verbose, "v", false, "print the nodes' logs to stderr")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	err := o.check()
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q (flags only)", fs.Args())
+	}
+	if err != nil {
+		fmt.Fprintf(out, "%s: %v\n", name, err)
+		fs.Usage()
+		return o, err
+	}
+	return o, nil
+}
+
+// check rejects values the demo cannot run with.
+func (o options) check() error {
+	switch {
+	case o.validators < 1:
+		return fmt.Errorf("-validators %d: at least 1", o.validators)
+	case o.fullNodes < 0:
+		return fmt.Errorf("-full-nodes %d: must not be negative", o.fullNodes)
+	case o.validators+o.fullNodes < 2:
+		return fmt.Errorf("-validators %d -full-nodes %d: P2P verification needs at least 2 serving nodes",
+			o.validators, o.fullNodes)
+	case o.sizeMiB < 1:
+		return fmt.Errorf("-size %d: at least 1 MiB", o.sizeMiB)
+	case o.chunkKiB < 1:
+		return fmt.Errorf("-chunk %d: at least 1 KiB", o.chunkKiB)
+	case o.interval < 1:
+		return fmt.Errorf("-snapshot-interval %d: at least 1", o.interval)
+	case o.follow < 0:
+		return fmt.Errorf("-follow %d: must not be negative", o.follow)
+	case o.rate < 0:
+		return fmt.Errorf("-rate %d: must not be negative", o.rate)
+	case o.timeout <= 0:
+		return fmt.Errorf("-timeout %v: must be positive", o.timeout)
+	}
+	return nil
 }
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
@@ -99,10 +162,10 @@ func run(o options) (err error) {
 		rate = 5_120_000
 	}
 
-	step("Starting %d validators and %d full nodes (CometBFT v0.40, loopback TCP, %.2f MB/s per connection)",
-		o.validators, o.fullNodes, float64(rate)/1e6)
+	step("Starting %d validators and %d full nodes (CometBFT v0.40, loopback TCP, %s per connection)",
+		o.validators, o.fullNodes, progressui.Rate(float64(rate)))
 	app := kvapp.Options{
-		StreamBytes: int64(o.sizeMB) << 20, ChunkSize: o.chunkKB << 10, Seed: 42,
+		StreamBytes: int64(o.sizeMiB) << 20, ChunkSize: o.chunkKiB << 10, Seed: 42,
 		// Stream snapshots cost nothing to keep: keep enough that the one
 		// being restored outlives the restore.
 		SnapshotInterval: o.interval, SnapshotKeep: 50,
@@ -120,8 +183,8 @@ func run(o options) (err error) {
 			err = serr
 		}
 	}()
-	fmt.Printf("    app: %d MB of state, a snapshot every %d blocks in %d KiB chunks\n",
-		o.sizeMB, o.interval, o.chunkKB)
+	fmt.Printf("    app: %s of state, a snapshot every %d blocks in %d KiB chunks\n",
+		progressui.Bytes(int64(o.sizeMiB)<<20), o.interval, o.chunkKiB)
 	for _, m := range net.Nodes {
 		role := "full node"
 		if m.Validator {
@@ -250,7 +313,7 @@ func run(o options) (err error) {
 	step("Summary")
 	xfer := fetchedAt.Sub(restoreStart)
 	rows := [][2]string{
-		{"snapshot", fmt.Sprintf("height %d, %d chunks of %d KiB", snap, final.ChunksTotal, o.chunkKB)},
+		{"snapshot", fmt.Sprintf("height %d, %d chunks of %d KiB", snap, final.ChunksTotal, o.chunkKiB)},
 		{"bytes", fmt.Sprintf("%s fetched from %d peers", progressui.Bytes(final.Bytes), len(net.Nodes))},
 		{"restore", fmt.Sprintf("%s from Start to the bootstrapped state (discovery, P2P light-client verification, restore; backfill runs after the handover)",
 			res.Restore.Round(time.Millisecond))},
