@@ -412,9 +412,22 @@ func (c Config) ValidateBasic() error {
 		return invalid("trust_hash", "required when statesync.enable is set")
 	case !c.UseP2P && len(distinct) < 2:
 		return invalid("rpc_servers", "at least 2 distinct RPC servers are required (or set statesync.use_p2p), "+
-			"got %d distinct of %q: the same server twice gives no witness cross-check", len(distinct), c.RPCServers)
+			"got %s", serversShortfall(c.RPCServers, distinct))
 	}
 	return nil
+}
+
+// serversShortfall says why servers (distinct after normalising) are too
+// few for the light client: none, one, or the same server repeated.
+func serversShortfall(servers, distinct []string) string {
+	switch {
+	case len(servers) == 0:
+		return "none"
+	case len(servers) == 1:
+		return fmt.Sprintf("only %q: a second server is needed as the light client's witness", servers[0])
+	}
+	return fmt.Sprintf("%q, which is the same server %d times: the same server twice gives no witness cross-check",
+		servers, len(servers))
 }
 
 // lightBlockTimeout is the one place the light-block (and params) request
