@@ -190,7 +190,7 @@ func New(o Options) (*Node, error) {
 	opts := append([]cmtnode.Option{cmtnode.StateProvider(placeholderProvider{}), replace}, o.NodeOptions...)
 
 	cn, err := cmtnode.NewNode(&cfg, o.PrivValidator, o.NodeKey, o.ClientCreator, genesis, capture,
-		metricsProvider, logger, opts...)
+		metricsProvider, stopNoise{logger}, opts...)
 	if err != nil {
 		// NewNode does not close what it opened before failing.
 		for _, db := range []dbm.DB{n.stateDB, n.blockDB} {

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,49 +40,97 @@ import (
 	"github.com/cometbft/cometbft/proxy"
 	"github.com/cometbft/cometbft/types"
 	cmttime "github.com/cometbft/cometbft/types/time"
-	"github.com/spf13/viper"
 
 	"github.com/statesync/statesync"
 	"github.com/statesync/statesync/internal/kvapp"
-	"github.com/statesync/statesync/internal/progressui"
 	"github.com/statesync/statesync/node"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "init":
-		err = runInit(os.Args[2:])
-	case "start":
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr, func() <-chan os.Signal {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		err = runStart(os.Args[2:], sig)
-	case "-h", "--help", "help":
-		usage()
-		return
-	default:
-		usage()
-		os.Exit(2)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "statesyncd: %v\n", err)
-		os.Exit(1)
-	}
+		return sig
+	}))
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `statesyncd: a CometBFT v0.40 full node with the statesync library's state sync
+// cli runs the command line args (without the program's name) and returns
+// the exit status: 0, 1 when the command failed (the cause on stderr), 2
+// for a bad command line (with the usage). notify subscribes to the
+// signals that stop a started node.
+func cli(args []string, stdout, stderr io.Writer, notify func() <-chan os.Signal) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "init":
+		err = runInit(args[1:], stdout, stderr)
+	case "start":
+		err = runStart(args[1:], notify(), stdout, stderr)
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "statesyncd: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		return 2 // the flag set printed the error and its usage
+	case err != nil:
+		fmt.Fprintf(stderr, "statesyncd: %v\n", err)
+		return 1
+	}
+	return 0
+}
 
+// usageError is a bad command line, already reported with the usage.
+type usageError struct{ error }
+
+const usageText = `statesyncd: a CometBFT v0.40 full node with the statesync library's state sync
+
+Usage:
   statesyncd init  [--home DIR] [--chain-id ID]
-  statesyncd start [--home DIR] [--proxy_app ADDR|kvapp] [--kvapp-snapshot-interval N]
+  statesyncd start [--home DIR] [--proxy_app ADDR|kvapp] [--kvapp-snapshot-interval N] [--kvapp-keys N]
+  statesyncd init -h | start -h    the flags of a command
 
+--home defaults to $CMTHOME if set, else ~/.statesyncd.
 Configuration: DIR/config/config.toml; state sync in its [statesync] section
 (CometBFT's keys plus use_p2p, discovery_timeout, chunk_window, backfill, ...).
-`)
+`
+
+func usage(w io.Writer) { fmt.Fprint(w, usageText) }
+
+// newFlagSet is a flag set for a command that reports errors and -h on
+// stderr with the command's usage line.
+func newFlagSet(cmd, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("statesyncd "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: statesyncd %s %s\n\n--home defaults to $CMTHOME if set, else ~/.statesyncd.\n\nFlags:\n",
+			cmd, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args into fs; a bad command line is a usageError.
+func parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		fs.Usage()
+	}
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return usageError{err}
+	}
+	return err
 }
 
 func defaultHome() string {
@@ -93,11 +142,13 @@ func defaultHome() string {
 }
 
 // runInit writes a home directory: config, keys and (if missing) genesis.
-func runInit(args []string) error {
-	fs := flag.NewFlagSet("init", flag.ExitOnError)
+func runInit(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("init", "[--home DIR] [--chain-id ID]", stderr)
 	home := fs.String("home", defaultHome(), "node home directory")
 	chainID := fs.String("chain-id", "", "chain ID of a new one-validator genesis (default: random)")
-	_ = fs.Parse(args)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 
 	cfg := cmtcfg.DefaultConfig()
 	cfg.SetRoot(*home)
@@ -139,92 +190,16 @@ func runInit(args []string) error {
 			return err
 		}
 	}
-	fmt.Printf("initialised %s (node ID %s)\n", *home, nodeKey.ID())
+	fmt.Fprintf(stdout, "initialised %s (node ID %s)\n", *home, nodeKey.ID())
 	return nil
 }
 
-// withOurKeys inserts this module's [statesync] keys at the end of the
-// [statesync] section of a CometBFT config.toml.
-func withOurKeys(toml string, c statesync.Config) (string, error) {
-	start := strings.Index(toml, "\n[statesync]\n")
-	if start < 0 {
-		return "", errors.New("config.toml has no [statesync] section")
-	}
-	end := strings.Index(toml[start+1:], "\n[")
-	if end < 0 {
-		end = len(toml)
-	} else {
-		end += start + 1
-		// Keep the next section's banner comments with it.
-		if i := strings.LastIndex(toml[start:end], "\n\n"); i >= 0 {
-			end = start + i + 1
-		}
-	}
-	keys := fmt.Sprintf(`
-# ---- statesync library (github.com/statesync/statesync) ----
-# Verify snapshots with light blocks and consensus params fetched from at
-# least 2 peers (channels 0x62/0x63) instead of rpc_servers.
-use_p2p = %t
-# Bound on the search for a usable snapshot; then state sync fails and the
-# node stops with the error, or, with on_no_snapshot = "blocksync", block-syncs
-# from genesis.
-discovery_timeout = %q
-on_no_snapshot = %q
-# Chunk requests in flight per peer (every peer advertising the snapshot is used).
-chunk_window = %d
-# Bound on every light-client verification, and on one light-block request.
-verify_timeout = %q
-light_block_timeout = %q
-# Serving: worker goroutines, requests of one peer served at once, and
-# queued or running (more are dropped).
-serve_workers = %d
-serve_per_peer = %d
-serve_queue_per_peer = %d
-# After restoring, fetch and verify headers back to the evidence horizon, in
-# the background (from peers serving light blocks, else from rpc_servers).
-backfill = %t
-backfill_window = %d
-`, c.UseP2P, c.DiscoveryTimeout, c.OnNoSnapshot, c.ChunkWindow, c.VerifyTimeout, c.LightBlockTimeout,
-		c.ServeWorkers, c.ServePerPeer, c.ServeQueuePerPeer, c.Backfill, c.BackfillWindow)
-	return toml[:end] + keys + toml[end:], nil
-}
-
-// loadConfig reads home/config/config.toml into CometBFT's config and ours.
-func loadConfig(home string) (*cmtcfg.Config, statesync.Config, error) {
-	v := viper.New()
-	v.SetConfigFile(filepath.Join(home, "config", "config.toml"))
-	if err := v.ReadInConfig(); err != nil {
-		return nil, statesync.Config{}, fmt.Errorf("reading config (run `statesyncd init --home %s` first?): %w", home, err)
-	}
-	cfg := cmtcfg.DefaultConfig()
-	if err := v.Unmarshal(cfg); err != nil {
-		return nil, statesync.Config{}, fmt.Errorf("parsing config.toml: %w", err)
-	}
-	cfg.SetRoot(home)
-	// Ours starts from CometBFT's [statesync] keys, then reads our own
-	// from the same section.
-	ss := statesync.FromCometBFT(cfg.StateSync)
-	if err := v.UnmarshalKey("statesync", &ss); err != nil {
-		return nil, statesync.Config{}, fmt.Errorf("parsing [statesync]: %w", err)
-	}
-	// CometBFT's own check of [statesync] insists on rpc_servers even with
-	// use_p2p: leave that section to ours (node.New validates it).
-	check := *cfg
-	css := *cfg.StateSync
-	css.Enable = false
-	check.StateSync = &css
-	if err := check.ValidateBasic(); err != nil {
-		return nil, statesync.Config{}, fmt.Errorf("config.toml: %w", err)
-	}
-	return cfg, ss, nil
-}
-
-func newLogger(cfg *cmtcfg.Config) (log.Logger, error) {
+func newLogger(cfg *cmtcfg.Config, w io.Writer) (log.Logger, error) {
 	var logger log.Logger
 	if cfg.LogFormat == cmtcfg.LogFormatJSON {
-		logger = log.NewTMJSONLogger(log.NewSyncWriter(os.Stdout))
+		logger = log.NewTMJSONLogger(log.NewSyncWriter(w))
 	} else {
-		logger = log.NewTMLogger(log.NewSyncWriter(os.Stdout))
+		logger = log.NewTMLogger(log.NewSyncWriter(w))
 	}
 	return flags.ParseLogLevel(cfg.LogLevel, logger, cmtcfg.DefaultLogLevel)
 }
@@ -237,14 +212,16 @@ func newLogger(cfg *cmtcfg.Config) (log.Logger, error) {
 // CometBFT sends SIGTERM to its own process, so a signal may be how an
 // app failure shows). Only a node stopped by a signal with none of those
 // returns nil.
-func runStart(args []string, sig <-chan os.Signal) error {
-	fs := flag.NewFlagSet("start", flag.ExitOnError)
+func runStart(args []string, sig <-chan os.Signal, stdout, stderr io.Writer) error {
+	fs := newFlagSet("start", "[--home DIR] [--proxy_app ADDR|kvapp] [--kvapp-snapshot-interval N] [--kvapp-keys N]", stderr)
 	home := fs.String("home", defaultHome(), "node home directory")
 	proxyApp := fs.String("proxy_app", "", "ABCI app address (tcp://..., unix://...), a CometBFT built-in "+
 		"(kvstore, noop), or kvapp (this module's in-process test app with snapshots); default: config.toml's proxy_app")
 	interval := fs.Int64("kvapp-snapshot-interval", 100, "with --proxy_app kvapp: take a snapshot every N blocks")
 	kvKeys := fs.Int("kvapp-keys", 4096, "with --proxy_app kvapp: keys of 1 KiB in the initial state (the same on every node)")
-	_ = fs.Parse(args)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 
 	cfg, ss, err := loadConfig(*home)
 	if err != nil {
@@ -253,7 +230,7 @@ func runStart(args []string, sig <-chan os.Signal) error {
 	if *proxyApp != "" {
 		cfg.ProxyApp = *proxyApp
 	}
-	logger, err := newLogger(cfg)
+	logger, err := newLogger(cfg, stdout)
 	if err != nil {
 		return err
 	}
@@ -288,7 +265,12 @@ func runStart(args []string, sig <-chan os.Signal) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if n.StateSyncing() {
-		go logProgress(ctx, logger, progress, n)
+		logged := make(chan struct{})
+		go func() {
+			defer close(logged)
+			logProgress(ctx, logger, progress, n, progressEvery)
+		}()
+		defer func() { stop(); <-logged }() // the logger's goroutine ends before runStart
 	}
 	select {
 	case s := <-sig:
@@ -334,31 +316,4 @@ func appConnError(n *node.Node) error {
 		}
 	}
 	return nil
-}
-
-// logProgress logs the state sync's progress: every change of phase and,
-// within a phase, every 5 s; then the outcome.
-func logProgress(ctx context.Context, logger log.Logger, ch <-chan statesync.Progress, n *node.Node) {
-	var (
-		phase statesync.Phase
-		last  time.Time
-	)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-n.Done():
-			return
-		case <-n.Synced():
-			r := n.SyncResult()
-			logger.Info("State sync complete; block sync running, backfill in the background",
-				"height", r.State.LastBlockHeight, "fell_back", r.FellBack, "took", r.Total.Round(time.Millisecond))
-			return
-		case p := <-ch:
-			if p.Phase != phase || time.Since(last) >= 5*time.Second {
-				logger.Info("State sync: "+progressui.Line(p), "phase", p.Phase)
-				phase, last = p.Phase, time.Now()
-			}
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -38,7 +39,7 @@ func newHome(t *testing.T, keys map[string]string) string {
 	t.Helper()
 	home := t.TempDir()
 	require.NoError(t, os.Remove(home)) // init makes it
-	require.NoError(t, runInit([]string{"--home", home}))
+	require.NoError(t, runInit([]string{"--home", home}, io.Discard, io.Discard))
 	other := ed25519.GenPrivKey().PubKey()
 	gen := types.GenesisDoc{ChainID: "exit-test", GenesisTime: cmttime.Now(), ConsensusParams: types.DefaultConsensusParams(),
 		Validators: []types.GenesisValidator{{Address: other.Address(), PubKey: other, Power: 10}}}
@@ -101,10 +102,15 @@ var syncKeys = map[string]string{
 	"discovery_time": `"200ms"`, "discovery_timeout": `"1s"`,
 }
 
-func start(t *testing.T, home string, sig <-chan os.Signal) <-chan error {
+// start runs `statesyncd start` on home with the kvapp app; its log goes
+// to logs if not nil.
+func start(t *testing.T, home string, sig <-chan os.Signal, logs io.Writer) <-chan error {
+	if logs == nil {
+		logs = io.Discard
+	}
 	done := make(chan error, 1)
 	go func() {
-		done <- runStart([]string{"--home", home, "--proxy_app", "kvapp", "--kvapp-keys", "10"}, sig)
+		done <- runStart([]string{"--home", home, "--proxy_app", "kvapp", "--kvapp-keys", "10"}, sig, logs, io.Discard)
 	}()
 	return done
 }
@@ -123,7 +129,7 @@ func wait(t *testing.T, done <-chan error) error {
 // TestStartFailsWhenStateSyncFails: with no peer to sync from, state sync
 // fails and start returns the cause (exit status 1, the cause on stderr).
 func TestStartFailsWhenStateSyncFails(t *testing.T) {
-	err := wait(t, start(t, newHome(t, syncKeys), make(chan os.Signal)))
+	err := wait(t, start(t, newHome(t, syncKeys), make(chan os.Signal), nil))
 	require.ErrorIs(t, err, node.ErrStateSyncFailed)
 	require.ErrorIs(t, err, statesync.ErrNotEnoughPeers)
 }
@@ -140,7 +146,7 @@ func TestStartFailsOnSignalDuringStateSync(t *testing.T) {
 	keys["discovery_timeout"] = `"1m"`
 	sig := make(chan os.Signal, 1)
 	sig <- syscall.SIGTERM // read once the node runs
-	err := wait(t, start(t, newHome(t, keys), sig))
+	err := wait(t, start(t, newHome(t, keys), sig, nil))
 	require.Error(t, err)
 	require.ErrorContains(t, err, "before state sync finished")
 }
@@ -150,7 +156,7 @@ func TestStartFailsOnSignalDuringStateSync(t *testing.T) {
 func TestStartSucceedsOnSignalWhenNotSyncing(t *testing.T) {
 	sig := make(chan os.Signal, 1)
 	sig <- syscall.SIGINT
-	require.NoError(t, wait(t, start(t, newHome(t, nil), sig)))
+	require.NoError(t, wait(t, start(t, newHome(t, nil), sig, nil)))
 }
 
 // TestStartFailsWhenTheAppDies: the app (out of process, over a socket)
@@ -170,7 +176,7 @@ func TestStartFailsWhenTheAppDies(t *testing.T) {
 	defer signal.Stop(sig)
 	home := newHome(t, nil)
 	done := make(chan error, 1)
-	go func() { done <- runStart([]string{"--home", home, "--proxy_app", addr}, sig) }()
+	go func() { done <- runStart([]string{"--home", home, "--proxy_app", addr}, sig, io.Discard, io.Discard) }()
 	// Let the node come up (listening on its P2P port), then kill the app.
 	p2pAddr := strings.TrimPrefix(listenAddr(t, home), "tcp://")
 	require.Eventually(t, func() bool {

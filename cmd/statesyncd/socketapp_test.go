@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +52,7 @@ func TestOutOfProcessSocketApp(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 
 	home := t.TempDir()
-	require.NoError(t, runInit([]string{"--home", home}))
+	require.NoError(t, runInit([]string{"--home", home}, io.Discard, io.Discard))
 	require.NoError(t, net.Genesis.SaveAs(filepath.Join(home, "config", "genesis.json")))
 	p2pAddr, err := localnet.FreeAddress()
 	require.NoError(t, err)
