@@ -124,7 +124,7 @@ func (r *Reactor) sync(ctx context.Context, s *syncer) (sm.State, error) {
 	provider := r.deps.StateProvider
 	if provider == nil {
 		var err error
-		provider, err = r.buildStateProvider(ctx)
+		provider, err = r.buildStateProviderRetrying(ctx)
 		if err != nil {
 			return sm.State{}, err
 		}
