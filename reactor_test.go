@@ -47,7 +47,12 @@ func TestSyncRestoresFromThreePeers(t *testing.T) {
 	require.NotNil(t, seen)
 	require.Equal(t, tn.chain.Commit(tn.height).Hash(), seen.Hash())
 
-	// Every serving peer contributed chunks.
+	// Every chunk was applied, and every serving peer contributed chunks
+	// (the fresh node is the only one asking them).
 	require.Equal(t, int64(snap.Chunks), tn.fresh.reactor.metrics.SnapshotChunksCount())
+	require.Len(t, tn.servers, 3)
+	for i, s := range tn.servers {
+		require.Positive(t, s.app.Stats().Loads, "serving peer %d sent no chunk", i)
+	}
 	require.Equal(t, PhaseDone, tn.fresh.reactor.Progress().Phase)
 }

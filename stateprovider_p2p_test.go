@@ -189,9 +189,12 @@ func TestP2PParamsUnhashedFieldsNeedQuorum(t *testing.T) {
 	forged.Evidence.MaxAgeNumBlocks = 7
 	forged.ABCI.VoteExtensionsEnableHeight = 3
 	require.Equal(t, chain.Params().Hash(), forged.Hash(), "the forgery is not covered by the hash")
-	n := newBackfillNode(t, chain, func(c *Config) { c.LightBlockTimeout = 100 * time.Millisecond })
+	// Every peer answers, so the outcome cannot depend on a timeout: the
+	// light-block timeout is far above any scheduling delay (it only
+	// bounds a test that would otherwise hang), and no answer is delayed.
+	n := newBackfillNode(t, chain, func(c *Config) { c.LightBlockTimeout = time.Minute })
 	n.net.add("forger", &fakePeer{chain: chain, params: &forged})
-	n.net.add("honest1", &fakePeer{chain: chain, delay: 5 * time.Millisecond})
+	n.net.add("honest1", &fakePeer{chain: chain})
 
 	_, err := n.r.fetchParams(backfillCtx(t), 11, chain.Block(11).ConsensusHash, nil)
 	require.ErrorIs(t, err, ErrProvidersDisagree)
@@ -204,7 +207,7 @@ func TestP2PParamsUnhashedFieldsNeedQuorum(t *testing.T) {
 
 	n.net.remove("forger")
 	n.net.remove("forger2")
-	n.net.add("honest2", &fakePeer{chain: chain, delay: 5 * time.Millisecond})
+	n.net.add("honest2", &fakePeer{chain: chain})
 	sp, err := newP2PStateProvider(backfillCtx(t), n.r, chain.TrustOptions(1, 24*time.Hour))
 	require.NoError(t, err)
 	requireStateMatches(t, chain, 10, sp)

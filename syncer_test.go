@@ -308,26 +308,59 @@ func TestTransientProviderErrorKeepsSnapshot(t *testing.T) {
 	requireRestored(t, tn, tn.height)
 }
 
-func pauseAtChunk(t *testing.T, app *kvapp.App, index uint32) (reached chan struct{}, proceed chan struct{}) {
-	reached, proceed = make(chan struct{}), make(chan struct{})
-	var once sync.Once
+// chunkPause holds a restore after the app applied one chunk, until
+// release (see pauseAtChunk).
+type chunkPause struct {
+	index       uint32
+	reached     chan struct{} // closed when the chunk was applied
+	proceed     chan struct{} // closed by release
+	reachedOnce sync.Once
+	releaseOnce sync.Once
+}
+
+// pauseAtChunk pauses app's restore once chunk index is applied (inside
+// ApplySnapshotChunk): the restore cannot run past it until release, which
+// the test's cleanup also calls, so a failed test does not leave it held.
+func pauseAtChunk(t *testing.T, app *kvapp.App, index uint32) *chunkPause {
+	p := &chunkPause{index: index, reached: make(chan struct{}), proceed: make(chan struct{})}
 	app.OnApply(func(i uint32) {
-		if i == index {
-			once.Do(func() { close(reached) })
+		if i != index {
+			return
+		}
+		first := false
+		p.reachedOnce.Do(func() { close(p.reached); first = true })
+		if first {
+			<-p.proceed
 		}
 	})
-	return reached, proceed
+	t.Cleanup(p.release)
+	return p
 }
+
+// wait waits until the restore is paused at the chunk, and fails the test
+// if it is not within 30 s (instead of hanging until -timeout).
+func (p *chunkPause) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the restore did not apply chunk %d within 30 s", p.index)
+	}
+}
+
+// release lets the restore continue. Idempotent.
+func (p *chunkPause) release() { p.releaseOnce.Do(func() { close(p.proceed) }) }
 
 // TestCancelMidSync: cancelling ctx mid-restore returns within a second.
 func TestCancelMidSync(t *testing.T) {
 	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
-	reached, _ := pauseAtChunk(t, tn.fresh.app, 2)
+	pause := pauseAtChunk(t, tn.fresh.app, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := startSync(ctx, tn.fresh.reactor)
-	<-reached
+	pause.wait(t) // the restore is held mid-way: it cannot finish before the cancel
 	cancel()
+	pause.release()
 	res := waitSync(t, done, time.Second)
 	require.ErrorIs(t, res.err, context.Canceled)
 	require.Equal(t, PhaseFailed, tn.fresh.reactor.Progress().Phase)
@@ -339,11 +372,12 @@ func TestCancelMidSync(t *testing.T) {
 // without deadlock, and Stop is idempotent.
 func TestStopDuringSync(t *testing.T) {
 	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
-	reached, _ := pauseAtChunk(t, tn.fresh.app, 2)
+	pause := pauseAtChunk(t, tn.fresh.app, 2)
 	done := startSync(syncCtx(t), tn.fresh.reactor)
-	<-reached
+	pause.wait(t)
 	stopped := make(chan error, 1)
 	go func() { stopped <- tn.fresh.reactor.Stop() }()
+	pause.release()
 	res := waitSync(t, done, 5*time.Second)
 	require.ErrorIs(t, res.err, ErrStopped)
 	select {
@@ -360,14 +394,15 @@ func TestStopDuringSync(t *testing.T) {
 // TestConcurrentSyncRefused: a second Sync while one runs fails at once.
 func TestConcurrentSyncRefused(t *testing.T) {
 	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
-	reached, _ := pauseAtChunk(t, tn.fresh.app, 1)
+	pause := pauseAtChunk(t, tn.fresh.app, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := startSync(ctx, tn.fresh.reactor)
-	<-reached
+	pause.wait(t) // the first Sync is held mid-restore
 	_, err := tn.fresh.reactor.Sync(context.Background())
 	require.ErrorIs(t, err, ErrSyncInProgress)
 	cancel()
+	pause.release()
 	waitSync(t, done, 5*time.Second)
 }
 

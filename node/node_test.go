@@ -221,7 +221,35 @@ func TestServesAllChannels(t *testing.T) {
 	require.True(t, peer.NodeInfo().(p2p.DefaultNodeInfo).HasChannel(statesync.LightBlockChannel))
 }
 
+// TestNewRejectsBadOptions: each missing or contradictory option is
+// refused with ErrInvalidOptions and names the option; a bad [statesync]
+// section with statesync.ErrInvalidConfig naming its key.
 func TestNewRejectsBadOptions(t *testing.T) {
-	_, err := node.New(node.Options{})
-	require.True(t, errors.Is(err, node.ErrInvalidOptions), "%v", err)
+	valid := func() node.Options {
+		cfg := cmtcfg.TestConfig()
+		cfg.SetRoot(t.TempDir())
+		return node.Options{
+			Config: cfg, PrivValidator: types.NewMockPV(), NodeKey: &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()},
+			ClientCreator: proxy.NewLocalClientCreator(kvapp.New(kvapp.Options{Keys: 1, ValueSize: 1})),
+		}
+	}
+	for want, mutate := range map[string]func(o *node.Options){
+		"Config is required": func(o *node.Options) { o.Config = nil },
+		"Config must have its StateSync, P2P and BlockSync":   func(o *node.Options) { o.Config.P2P = nil },
+		"PrivValidator is required":                           func(o *node.Options) { o.PrivValidator = nil },
+		"NodeKey is required":                                 func(o *node.Options) { o.NodeKey = nil },
+		"ClientCreator is required":                           func(o *node.Options) { o.ClientCreator = nil },
+		"p2p.libp2p is enabled, but CometBFT's libp2p switch": func(o *node.Options) { o.Config.P2P.LibP2PConfig.Enabled = true },
+	} {
+		o := valid()
+		mutate(&o)
+		_, err := node.New(o)
+		require.True(t, errors.Is(err, node.ErrInvalidOptions), "%s: %v", want, err)
+		require.ErrorContains(t, err, want)
+	}
+	o := valid()
+	o.StateSync = &statesync.Config{Enable: true}
+	_, err := node.New(o)
+	require.ErrorIs(t, err, statesync.ErrInvalidConfig)
+	require.ErrorContains(t, err, "statesync.")
 }

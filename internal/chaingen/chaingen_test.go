@@ -293,16 +293,23 @@ func TestDeterministic(t *testing.T) {
 	require.NotEqual(t, a.BlockID(20), newChain(t, opts).BlockID(20))
 }
 
+// TestOptionErrors: each bad option is refused with an error naming it.
 func TestOptionErrors(t *testing.T) {
-	for name, opts := range map[string]Options{
-		"height below initial":   {InitialHeight: 5, Height: 4},
-		"change too early":       {Height: 10, ValSetChanges: map[int64]int{2: 5}},
-		"empty set":              {Height: 10, ValSetChanges: map[int64]int{5: 0}},
-		"params change at start": {Height: 10, ParamsChanges: map[int64]types.ConsensusParams{1: *types.DefaultConsensusParams()}},
-		"invalid params":         {Height: 10, ConsensusParams: &types.ConsensusParams{}},
+	for name, c := range map[string]struct {
+		opts Options
+		want string
+	}{
+		"height below initial": {Options{InitialHeight: 5, Height: 4}, "chaingen: height 4 below initial height 5"},
+		"change too early": {Options{Height: 10, ValSetChanges: map[int64]int{2: 5}},
+			"chaingen: validator-set change at 2: the earliest possible is"},
+		"empty set": {Options{Height: 10, ValSetChanges: map[int64]int{5: 0}},
+			"chaingen: validator-set change at 5 to 0 validators"},
+		"params change at start": {Options{Height: 10, ParamsChanges: map[int64]types.ConsensusParams{1: *types.DefaultConsensusParams()}},
+			"chaingen: params change at 1: not after the initial height"},
+		"invalid params": {Options{Height: 10, ConsensusParams: &types.ConsensusParams{}}, "chaingen: consensus params: "},
 	} {
-		_, err := New(opts)
-		require.Error(t, err, name)
+		_, err := New(c.opts)
+		require.ErrorContains(t, err, c.want, name)
 	}
 }
 
