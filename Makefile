@@ -1,10 +1,10 @@
 # statesync — build, test and demo targets. Needs only Go; `make proto` also
-# installs the protobuf tools it uses.
+# installs the protobuf tools it uses, `make lint` staticcheck.
 GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 9m
 
-.PHONY: all demo test test-cosmos demo-cosmos bench-cosmos lint vet fmt proto bench bench-go fuzz reliability reliability-crash reliability-attacks
+.PHONY: all demo test test-cosmos demo-cosmos bench-cosmos lint vet fmt staticcheck proto bench bench-go fuzz reliability reliability-crash reliability-attacks
 
 all: lint test
 
@@ -35,8 +35,13 @@ test-cosmos:
 demo-cosmos:
 	cd cosmos && $(GO) run ./example/demo $(DEMOFLAGS)
 
-## lint: go vet and gofmt
-lint: vet fmt
+## lint: go vet, gofmt and staticcheck (all must report nothing). staticcheck
+## is pinned and run with go run, which fetches and builds it on first use.
+STATICCHECK_VERSION ?= v0.8.2
+lint: vet fmt staticcheck
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)

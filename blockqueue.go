@@ -180,12 +180,6 @@ func (q *blockQueue) bench(id p2p.ID) {
 	}
 }
 
-// hasPeer reports whether id is known (benched or not).
-func (q *blockQueue) hasPeer(id p2p.ID) bool {
-	_, ok := q.peers[id]
-	return ok
-}
-
 // assign hands out heights to peers with room in their windows, round
 // robin, highest heights first (retries before new heights).
 func (q *blockQueue) assign() []fetchAssignment {

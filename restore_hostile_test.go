@@ -132,8 +132,7 @@ func requirePunished(t *testing.T, tn *testNet, i int) {
 func TestWithholdingPingerIsPunished(t *testing.T) {
 	tn := hostileTestNet(t, nil)
 	hostile := tn.servers[0]
-	var p *pinger
-	p = startPinger(t, func(peer p2p.ID, m *ssproto.ChunkResponse) {
+	p := startPinger(t, func(peer p2p.ID, m *ssproto.ChunkResponse) {
 		switchRouter{sw: hostile.p2p.Switch}.Send(peer, ChunkChannel, m)
 	}, 50*time.Millisecond)
 	misbehave(tn, 0, func(peer p2p.ID, m *ssproto.ChunkResponse, _ func(*ssproto.ChunkResponse)) {

@@ -241,7 +241,6 @@ type syncer struct {
 	// keepSpools: Sync was cancelled or stopped; leave the spools for a
 	// later Sync to resume.
 	keepSpools bool
-	restored   time.Time
 }
 
 func newSyncer(r *Reactor) *syncer {

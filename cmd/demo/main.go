@@ -138,7 +138,7 @@ func run(o options) (err error) {
 	defer cancel()
 	started := time.Now()
 
-	logger := log.NewNopLogger()
+	var logger log.Logger
 	var logFile *os.File
 	if o.verbose {
 		logger = log.NewFilter(log.NewTMLogger(log.NewSyncWriter(os.Stderr)), log.AllowInfo())
