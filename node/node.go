@@ -329,9 +329,12 @@ func (n *Node) Start() error {
 		return nil
 	}
 	n.wg.Add(1)
-	go func() {
+	go func() { // owned by n.wg: Stop waits for it
 		defer n.wg.Done()
 		n.run()
+		if n.Err() != nil {
+			n.stopAfterFailure()
+		}
 	}()
 	return nil
 }
@@ -417,7 +420,8 @@ func (n *Node) handover(state sm.State) error {
 	return enabler.Enable(state)
 }
 
-// fail records err and stops the node.
+// fail records err; once run returns, its goroutine stops the node
+// (stopAfterFailure).
 func (n *Node) fail(err error) {
 	n.logger.Error("Stopping the node", "err", err)
 	n.mtx.Lock()
@@ -425,24 +429,52 @@ func (n *Node) fail(err error) {
 		n.err = err
 	}
 	n.mtx.Unlock()
-	go func() { _ = n.Stop() }() // Stop waits for run, which called fail
+}
+
+// stopAfterFailure stops the node on run's goroutine after run failed: what
+// Stop does, except waiting for n.wg, which that goroutine is part of. If
+// a Stop is already under way, it does the stopping once this goroutine
+// has returned.
+func (n *Node) stopAfterFailure() {
+	if !n.claimStop() {
+		return
+	}
+	n.cancel()
+	_ = n.shutdown()
 }
 
 // Stop cancels a running state sync, stops the CometBFT node and the app
-// connections, and waits for them. Idempotent; safe from any goroutine.
+// connections, and waits for them and for every goroutine the node
+// started. Idempotent; safe from any goroutine.
 func (n *Node) Stop() error {
-	n.mtx.Lock()
-	if n.stopping {
-		n.mtx.Unlock()
+	if !n.claimStop() {
 		<-n.done
+		n.wg.Wait() // run's goroutine, if it did the stopping, is returning
 		return nil
 	}
-	n.stopping = true
-	started := n.ran
-	n.mtx.Unlock()
-
 	n.cancel()
 	n.wg.Wait()
+	return n.shutdown()
+}
+
+// claimStop reports whether the caller is the first to stop the node.
+func (n *Node) claimStop() bool {
+	n.mtx.Lock()
+	defer n.mtx.Unlock()
+	if n.stopping {
+		return false
+	}
+	n.stopping = true
+	return true
+}
+
+// shutdown stops the CometBFT node (if it ran) and releases what New
+// started, then closes Done. Run goroutines must have ended or be the
+// caller.
+func (n *Node) shutdown() error {
+	n.mtx.Lock()
+	started := n.ran
+	n.mtx.Unlock()
 	var err error
 	if started && n.cmt.IsRunning() {
 		err = n.cmt.Stop()
