@@ -104,8 +104,10 @@ func fields(p statesync.Progress) []*field {
 		fs = append(fs, keep(fmt.Sprintf("snapshots found %d", p.Snapshots)))
 		peers()
 	case statesync.PhaseVerify:
-		fs = append(fs, keep(fmt.Sprintf("snapshot %d", p.SnapshotHeight)),
-			opt(1, fmt.Sprintf("(format %d): light-client verification", p.SnapshotFormat), "light-client verification"))
+		fs = append(fs, &field{variants: []string{
+			fmt.Sprintf("snapshot %d (format %d): light-client verification", p.SnapshotHeight, p.SnapshotFormat),
+			fmt.Sprintf("snapshot %d: light-client verification", p.SnapshotHeight),
+			fmt.Sprintf("snapshot %d", p.SnapshotHeight)}, rank: 1})
 	case statesync.PhaseRestore:
 		fs = append(fs,
 			opt(3, fmt.Sprintf("snapshot %d", p.SnapshotHeight)),
@@ -223,8 +225,11 @@ type Renderer struct {
 }
 
 // Update renders one progress event. Its Time (now if zero) paces the
-// output.
+// output. The idle state (before Sync starts) is not shown.
 func (r *Renderer) Update(p statesync.Progress) {
+	if p.Phase == statesync.PhaseIdle {
+		return
+	}
 	now := p.Time
 	if now.IsZero() {
 		now = time.Now()
@@ -261,7 +266,6 @@ func (r *Renderer) updatePlain(p statesync.Progress, now time.Time, phaseChange 
 	}
 	r.pending = ""
 	switch {
-	case p.Phase == statesync.PhaseIdle:
 	case p.Phase == statesync.PhaseDone || p.Phase == statesync.PhaseFailed:
 		fmt.Fprintln(r.W, r.Prefix+Line(p))
 	case !phaseChange && now.Sub(r.last) >= iv:

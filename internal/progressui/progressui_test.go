@@ -81,7 +81,7 @@ func (s *screen) current() string { return string(s.rows[s.row]) }
 // restore of 256 MiB, bootstrap, a 10-block backfill and done, one event
 // every step apart from start.
 func stream(start time.Time, step time.Duration) []statesync.Progress {
-	var ps []statesync.Progress
+	ps := []statesync.Progress{{Phase: statesync.PhaseIdle}} // what Subscribe sends first
 	at := start
 	add := func(p statesync.Progress) {
 		at = at.Add(step)
