@@ -2,13 +2,17 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/crypto/ed25519"
+	"github.com/cometbft/cometbft/libs/log"
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/proxy"
 	"github.com/cometbft/cometbft/types"
@@ -34,13 +38,44 @@ func nodeGoroutines() []string {
 	return out
 }
 
+// stopStacks records the stack of the goroutine that stops the CometBFT
+// node (CometBFT logs "Stopping Node service" on it).
+type stopStacks struct {
+	log.Logger
+	mtx    *sync.Mutex
+	stacks *[]string
+}
+
+func newStopStacks() stopStacks {
+	return stopStacks{Logger: log.NewNopLogger(), mtx: new(sync.Mutex), stacks: new([]string)}
+}
+
+func (l stopStacks) Info(msg string, keyvals ...any) {
+	for i := 0; msg == "service stop" && i+1 < len(keyvals); i += 2 {
+		if keyvals[i] == "msg" && fmt.Sprint(keyvals[i+1]) == "Stopping Node service" {
+			l.mtx.Lock()
+			*l.stacks = append(*l.stacks, string(debug.Stack()))
+			l.mtx.Unlock()
+		}
+	}
+}
+
+func (l stopStacks) With(...any) log.Logger { return l }
+
+func (l stopStacks) get() []string {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	return append([]string(nil), *l.stacks...)
+}
+
 // TestFailedSyncStopIsOwned: a node whose state sync fails stops itself on
-// the goroutine that ran the sync, which Stop waits for: once Stop has
-// returned, no goroutine of the node is left (not even one returning from
-// the stop it made), also when Stop races with the failure.
+// the goroutine that ran the sync (started by Start, waited for by Stop),
+// not on one that nothing waits for; once Stop has returned, no goroutine
+// of the node is left, also when Stop comes before the failure.
 func TestFailedSyncStopIsOwned(t *testing.T) {
 	for _, stopEarly := range []bool{false, true} {
-		n := lonelyNode(t)
+		logs := newStopStacks()
+		n := lonelyNode(t, logs)
 		require.NoError(t, n.Start())
 		if !stopEarly {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -52,12 +87,21 @@ func TestFailedSyncStopIsOwned(t *testing.T) {
 		<-n.Done()
 		require.Empty(t, nodeGoroutines(), "goroutines of the node outlive Stop")
 		require.False(t, n.CometBFT().IsRunning())
+
+		stacks := logs.get()
+		require.Len(t, stacks, 1, "the CometBFT node is stopped once")
+		if stopEarly {
+			require.Contains(t, stacks[0], "statesync/node.(*Node).Stop(", "Stop stops the node itself")
+		} else {
+			require.Contains(t, stacks[0], "statesync/node.(*Node).Start.func", "the failed sync's own goroutine stops the node")
+		}
+		require.NotContains(t, stacks[0], "statesync/node.(*Node).fail.func")
 	}
 }
 
 // lonelyNode is a node that state syncs (the genesis validator is someone
 // else) with no peer to sync from: its Sync fails after discovery_timeout.
-func lonelyNode(t *testing.T) *node.Node {
+func lonelyNode(t *testing.T, logger log.Logger) *node.Node {
 	t.Helper()
 	cfg := cmtcfg.DefaultConfig()
 	cfg.SetRoot(t.TempDir())
@@ -79,6 +123,7 @@ func lonelyNode(t *testing.T) *node.Node {
 		Config: cfg, StateSync: &ss, PrivValidator: types.NewMockPV(), NodeKey: &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()},
 		ClientCreator: proxy.NewLocalClientCreator(kvapp.New(kvapp.Options{})),
 		Genesis:       func() (*types.GenesisDoc, error) { return gen, nil },
+		Logger:        logger,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = n.Stop() })
