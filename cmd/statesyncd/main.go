@@ -10,8 +10,12 @@
 //	statesyncd init  [--home DIR] [--chain-id ID]
 //	statesyncd start [--home DIR] [--proxy_app ADDR|kvapp] [--kvapp-snapshot-interval N] [--kvapp-keys N]
 //
+// --home defaults to $CMTHOME if set, else ~/.statesyncd. The exit status
+// is 2 for a bad command line (with the usage), 0 for -h.
+//
 // init writes config/config.toml (CometBFT's, with this module's keys added
-// to its [statesync] section), a node key, a private validator key and, if
+// to its [statesync] section and CometBFT's comments on the keys read
+// differently here replaced by ours), a node key, a private validator key and, if
 // there is none, a one-validator genesis. start runs the node until
 // SIGINT/SIGTERM, or until a failed state sync stops it; the exit status is
 // 1, with the cause on stderr, whenever the node or its state sync failed,
