@@ -277,10 +277,11 @@ func TestConfig() Config {
 
 // FromCometBFT starts from a node's [statesync] section: its keys are
 // copied, ours keep their defaults, except that DiscoveryTimeout is at
-// least twice DiscoveryTime. Zero durations and counts in c (for example
-// discovery_time = 0, which node wiring uses to make CometBFT's built-in
-// reactor return at once) leave our defaults in place. A nil c gives
-// DefaultConfig.
+// least twice DiscoveryTime. discovery_time is copied as is, 0 included: 0
+// means no wait, in CometBFT's config as in ours (node wiring zeroes
+// discovery_time only in the copy it gives CometBFT's built-in reactor,
+// after this call). Other zero durations and counts in c leave our
+// defaults in place. A nil c gives DefaultConfig.
 func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	out := DefaultConfig()
 	if c == nil {
@@ -294,7 +295,7 @@ func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	if c.TrustPeriod > 0 {
 		out.TrustPeriod = c.TrustPeriod
 	}
-	if c.DiscoveryTime > 0 {
+	if c.DiscoveryTime >= 0 {
 		out.DiscoveryTime = c.DiscoveryTime
 		out.DiscoveryTimeout = max(out.DiscoveryTimeout, 2*c.DiscoveryTime)
 	}
