@@ -46,6 +46,7 @@ type config struct {
 	heapMB         int
 	heapChunksMB   []int
 	heapIsolate    bool
+	rssPeers       int
 	isolate        bool
 	backfill       int
 	bfWindow       int
@@ -62,12 +63,18 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == restoreChildFlag {
+		if err := restoreChild(os.Args[2:]); err != nil {
+			fatalf("restoring child: %v", err)
+		}
+		return
+	}
 	var (
 		c        config
 		peers    = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
 		chunks   = flag.String("chunks", "1,10", "chunk sizes in MB")
 		rtts     = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
-		only     = flag.String("only", "e2e,faults,restore,lifted,heap,backfill,serving", "sections to run")
+		only     = flag.String("only", "e2e,faults,restore,lifted,rss,resume,heap,backfill,serving", "sections to run")
 		e2ePeers = flag.String("e2e-peers", "4,8,16", "peer counts for the end-to-end comparison")
 		quick    = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
 		sizeArg  = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
@@ -75,8 +82,9 @@ func main() {
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
 	flag.IntVar(&c.liftedCmtPeers, "lifted-cmt-peers", 8, "peers for the run with rate limits lifted served by CometBFT's reactor (0: none)")
-	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
-	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of that restore")
+	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restores whose peak heap and peak RSS are measured")
+	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of those restores")
+	flag.IntVar(&c.rssPeers, "rss-peers", 4, "serving peers of the peak-RSS restores")
 	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
 	flag.BoolVar(&c.isolate, "isolate", false, "run the comparison's serving peers in a child process too")
 	flag.IntVar(&c.backfill, "backfill-blocks", 10000, "blocks to backfill")
@@ -225,6 +233,32 @@ func run(c config, logger log.Logger) error {
 			rs = append(rs, r)
 		}
 		printHeap(c, rs)
+	}
+
+	if c.only["rss"] && c.heapMB > 0 {
+		var rs []rssResult
+		for _, chunkMB := range c.heapChunksMB {
+			fmt.Fprintf(os.Stderr, "rss: %d MB, %d MB chunks, %d peers, lifted, restorers in child processes ...\n",
+				c.heapMB, chunkMB, c.rssPeers)
+			r, err := runRSS(restoreCase{peers: c.rssPeers, chunk: chunkMB << 20, size: int64(c.heapMB) << 20})
+			if err != nil {
+				return fmt.Errorf("rss: %w", err)
+			}
+			rs = append(rs, r)
+		}
+		printRSS(c, rs)
+	}
+	if c.only["resume"] {
+		size := int64(c.sizeMB) << 20
+		if c.sizeMB == 0 {
+			size = faultSize
+		}
+		fmt.Fprintf(os.Stderr, "resume: %d MB, 4 peers, killed at half ...\n", size>>20)
+		r, err := runResume(restoreCase{peers: 4, chunk: 1 << 20, size: size, rate: c.rate})
+		if err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		printResume(c, []resumeResult{r})
 	}
 
 	if c.only["serving"] {
