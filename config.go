@@ -192,10 +192,10 @@ type Config struct {
 	// waits up to DiscoveryTimeout.
 	LightPeersTimeout time.Duration `mapstructure:"light_peers_timeout" toml:"light_peers_timeout"`
 
-	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = twice the
-	// largest chunk seen): fetched chunks held in memory while they are
-	// written to the spool (and the next one to apply until it is applied).
-	// Beyond it, chunks wait in the peers' connections (backpressure).
+	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = four times
+	// the largest chunk seen): fetched chunks being written to the spool at
+	// once (each by the connection that delivered it). Beyond it, chunks
+	// wait in the peers' connections (backpressure).
 	ChunkMemoryBudget int64 `mapstructure:"chunk_memory_budget" toml:"chunk_memory_budget"`
 
 	// ChunkDiskBudget (chunk_disk_budget, bytes, default 0 = unlimited):
