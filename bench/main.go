@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -96,6 +97,7 @@ func main() {
 	flag.DurationVar(&c.serving.measure, "serving-time", 15*time.Second, "how long the serving-latency scenario measures, per server")
 	servingChunkMB := flag.Int("serving-chunk", 1, "chunk size in MB of the serving-latency scenario")
 	flag.BoolVar(&c.md, "md", false, "print Markdown tables")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (restorers and in-process servers) to the file")
 	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
 	flag.Parse()
 
@@ -147,7 +149,20 @@ func main() {
 	}
 	fmt.Printf("# go run ./bench %s\n# %s, %d CPUs, %s\n\n", strings.Join(os.Args[1:], " "),
 		runtime.Version(), runtime.NumCPU(), time.Now().Format("2006-01-02"))
-	if err := run(c, logger); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fatalf("-cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatalf("-cpuprofile: %v", err)
+		}
+	}
+	err = run(c, logger)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		fatalf("%v", err)
 	}
 }

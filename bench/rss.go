@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -35,11 +36,11 @@ type childRun struct {
 }
 
 // restoreChild is the restoring child's main: args are kind ("ours" or
-// "theirs"), size, chunk, rate, temp dir and the servers' addresses
-// (comma-separated).
+// "theirs"), size, chunk, rate, temp dir, the servers' addresses
+// (comma-separated) and the snapshot's app hash (hex).
 func restoreChild(args []string) error {
-	if len(args) != 6 {
-		return errors.New("want: kind size chunk rate tmp addrs")
+	if len(args) != 7 {
+		return errors.New("want: kind size chunk rate tmp addrs apphash")
 	}
 	var n [3]int64
 	for i, a := range args[1:4] {
@@ -58,7 +59,11 @@ func restoreChild(args []string) error {
 		}
 		servers = append(servers, na)
 	}
-	chain, err := benchChain(c)
+	appHash, err := hex.DecodeString(args[6])
+	if err != nil {
+		return err
+	}
+	chain, err := benchChainHash(appHash)
 	if err != nil {
 		return err
 	}
@@ -83,7 +88,7 @@ func restoreChild(args []string) error {
 // restorer, from servers, spooling under tmp. If kill is not nil it is
 // polled every 2 ms and the child is killed (SIGKILL) when it returns
 // true; killed reports that.
-func runRestoreChild(kind string, c restoreCase, tmp string, servers []*p2p.NetAddress,
+func runRestoreChild(kind string, c restoreCase, appHash []byte, tmp string, servers []*p2p.NetAddress,
 	kill func() bool,
 ) (run childRun, killed bool, err error) {
 	self, err := os.Executable()
@@ -95,7 +100,7 @@ func runRestoreChild(kind string, c restoreCase, tmp string, servers []*p2p.NetA
 		addrs[i] = a.String()
 	}
 	cmd := exec.Command(self, restoreChildFlag, kind, strconv.FormatInt(c.size, 10), strconv.Itoa(c.chunk),
-		strconv.FormatInt(c.rate, 10), tmp, strings.Join(addrs, ","))
+		strconv.FormatInt(c.rate, 10), tmp, strings.Join(addrs, ","), hex.EncodeToString(appHash))
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -184,9 +189,10 @@ func runRSS(c restoreCase) (res rssResult, err error) {
 		return res, err
 	}
 	defer os.RemoveAll(tmp)
+	appHash := srcApp(c).AppHash()
 	for i := 0; i < repeats; i++ {
 		for _, kind := range []string{"ours", "theirs"} {
-			run, _, err := runRestoreChild(kind, c, tmp, servers, nil)
+			run, _, err := runRestoreChild(kind, c, appHash, tmp, servers, nil)
 			if err != nil {
 				return res, err
 			}
@@ -279,13 +285,14 @@ func runResume(c restoreCase) (res resumeResult, err error) {
 		return res, err
 	}
 	defer stop()
+	appHash := srcApp(c).AppHash()
 	for i := 0; i < repeats; i++ {
 		tmp, err := os.MkdirTemp("", "statesync-bench-")
 		if err != nil {
 			return res, err
 		}
 		defer os.RemoveAll(tmp)
-		_, killed, err := runRestoreChild("ours", c, tmp, servers, func() bool {
+		_, killed, err := runRestoreChild("ours", c, appHash, tmp, servers, func() bool {
 			n, _ := spooledChunks(tmp)
 			return n >= res.chunks/2
 		})
@@ -296,7 +303,7 @@ func runResume(c restoreCase) (res resumeResult, err error) {
 			return res, errors.New("the restore finished before it could be killed")
 		}
 		spooled, _ := spooledChunks(tmp)
-		run, _, err := runRestoreChild("ours", c, tmp, servers, nil)
+		run, _, err := runRestoreChild("ours", c, appHash, tmp, servers, nil)
 		if err != nil {
 			return res, fmt.Errorf("resumed restore: %w", err)
 		}

@@ -33,7 +33,12 @@ const repeats = 3
 
 // benchChain builds the chain whose snapshot c's servers hold.
 func benchChain(c restoreCase) (*chaingen.Chain, error) {
-	appHash := srcApp(restoreCase{size: c.size, chunk: c.chunk}).AppHash()
+	return benchChainHash(srcApp(restoreCase{size: c.size, chunk: c.chunk}).AppHash())
+}
+
+// benchChainHash builds the chain whose snapshot has appHash (computing it
+// generates the whole snapshot: a restoring child is given it instead).
+func benchChainHash(appHash []byte) (*chaingen.Chain, error) {
 	return chaingen.New(chaingen.Options{
 		ChainID: "bench", Height: snapshotHeight + 3, Validators: 4,
 		StartTime: time.Now().Add(-time.Hour),
