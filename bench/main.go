@@ -214,23 +214,28 @@ func run(c config, logger log.Logger) error {
 		if c.sizeMB == 0 {
 			size = 256 << 20
 		}
-		fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
-		r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true,
-			isolate: c.isolate}, logger)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
-		if c.liftedCmtPeers > 0 {
-			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
-				c.liftedCmtPeers, size>>20)
-			r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
-				cmtServe: true}, logger)
+		var lifted []restoreResult
+		for i := 0; i < repeats; i++ {
+			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
+			r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+				isolate: c.isolate, theirsFirst: i%2 == 1}, logger)
 			if err != nil {
 				return err
 			}
-			results = append(results, r)
+			lifted = append(lifted, r)
+			if c.liftedCmtPeers > 0 {
+				fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
+					c.liftedCmtPeers, size>>20)
+				r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+					cmtServe: true, theirsFirst: i%2 == 1}, logger)
+				if err != nil {
+					return err
+				}
+				lifted = append(lifted, r)
+			}
 		}
+		results = append(results, lifted...)
+		printLifted(c, lifted)
 	}
 	if len(results) > 0 {
 		printRestore(c, results)

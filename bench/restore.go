@@ -36,6 +36,8 @@ type restoreCase struct {
 	isolate bool
 	// cmtServe serves with CometBFT v0.40's built-in reactor instead of ours.
 	cmtServe bool
+	// theirsFirst restores with CometBFT's reactor before ours.
+	theirsFirst bool
 }
 
 // restoreRun is one reactor's restore.
@@ -110,17 +112,32 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 		e.Cleanup(func() { os.RemoveAll(tmp) })
 		p2pCfg := p2ptest.Config(c.linkRate())
 
-		if c.ours {
+		oursRun := func() error {
+			if !c.ours {
+				return nil
+			}
 			if res.ours, err = restoreOurs(chain, servers, p2pCfg, tmp, logger); err != nil {
 				return fmt.Errorf("ours: %w", err)
 			}
+			return nil
 		}
-		if c.their {
+		theirsRun := func() error {
+			if !c.their {
+				return nil
+			}
 			if res.theirs, err = restoreTheirs(chain, servers, p2pCfg, tmp, logger); err != nil {
 				return fmt.Errorf("CometBFT's: %w", err)
 			}
+			return nil
 		}
-		return nil
+		first, second := oursRun, theirsRun
+		if c.theirsFirst {
+			first, second = theirsRun, oursRun
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		return second()
 	})
 	return res, err
 }

@@ -339,3 +339,38 @@ func printResume(c config, rs []resumeResult) {
 	fmt.Println("second child then syncs in the same temp_dir. Re-downloaded = chunk bytes it received ÷ chunk size.")
 	fmt.Println()
 }
+
+// printLifted summarises the lifted runs per server: min / median / max of
+// each reactor's MB/s and of the ratio, per run.
+func printLifted(c config, rs []restoreResult) {
+	fmt.Println("## Rate limits lifted, 1 MB chunks: ours / built-in MB/s, per run")
+	fmt.Println()
+	header := []string{"served by", "peers", "size", "runs", "ours MB/s", "built-in MB/s", "ours / built-in", "target"}
+	var rows [][]string
+	for _, cmt := range []bool{false, true} {
+		var ours, theirs, ratio []float64
+		var last restoreResult
+		for _, r := range rs {
+			if r.cmtServe != cmt {
+				continue
+			}
+			mbytes := float64(r.bytes) / 1e6
+			o, t := mbytes/r.ours.took.Seconds(), mbytes/r.theirs.took.Seconds()
+			ours, theirs, ratio = append(ours, o), append(theirs, t), append(ratio, o/t)
+			last = r
+		}
+		if len(ratio) == 0 {
+			continue
+		}
+		server, target := "ours", "—"
+		if cmt {
+			server, target = "CometBFT", "≥ 1.5×"
+		}
+		rows = append(rows, []string{server, strconv.Itoa(last.peers), fmt.Sprintf("%d MB", last.bytes>>20),
+			strconv.Itoa(len(ratio)), mmmF(ours, "%.1f"), mmmF(theirs, "%.1f"), mmmF(ratio, "%.2f"), target})
+	}
+	table(c.md, header, rows)
+	fmt.Println("min / median / max; the ratio per run (both reactors back to back, the built-in first in every")
+	fmt.Println("second run); time from the accepted offer to the last chunk applied; servers and restorer in one process.")
+	fmt.Println()
+}
