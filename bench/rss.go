@@ -21,17 +21,19 @@ import (
 )
 
 // The restorer can run in a child process too (this binary with
-// restoreChildFlag), so that its peak RSS (getrusage's ru_maxrss of the
-// child, as wait4 reports it) is its own: the serving peers run in a
-// third process (childServers). The child restores once and prints
-// "RESULT took e2e peak live recv peersLeft firstReq" (nanoseconds,
-// bytes).
+// restoreChildFlag), so that its peak RSS is its own: the serving peers
+// run in a third process (childServers). The child restores once and
+// prints "RESULT took e2e peak live recv peersLeft firstReq hwm"
+// (nanoseconds, bytes); hwm is its VmHWM from /proc/self/status, the peak
+// RSS of its own address space (wait4's ru_maxrss would not do: Go starts
+// a child with vfork semantics, sharing the parent's memory until exec,
+// so ru_maxrss is at least the parent's RSS).
 const restoreChildFlag = "-restore-child"
 
 // childRun is one restore in a child process.
 type childRun struct {
 	restoreRun
-	maxRSS int64         // bytes
+	maxRSS int64         // bytes (VmHWM)
 	cpu    time.Duration // user + system
 }
 
@@ -80,8 +82,32 @@ func restoreChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("RESULT %d %d %d %d %d %d %d\n", run.took, run.e2e, run.peak, run.live, run.recv, run.peersLeft, run.firstReq)
+	hwm, err := vmHWM()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("RESULT %d %d %d %d %d %d %d %d\n", run.took, run.e2e, run.peak, run.live, run.recv, run.peersLeft,
+		run.firstReq, hwm)
 	return nil
+}
+
+// vmHWM returns this process's peak RSS in bytes (VmHWM in
+// /proc/self/status).
+func vmHWM() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fs := strings.Fields(v)
+			if len(fs) == 2 && fs[1] == "kB" {
+				kb, err := strconv.ParseInt(fs[0], 10, 64)
+				return kb << 10, err
+			}
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 // runRestoreChild restores c in a child process with the kind of
@@ -125,9 +151,6 @@ func runRestoreChild(kind string, c restoreCase, appHash []byte, tmp string, ser
 	}
 	result := <-lines
 	werr := cmd.Wait()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		run.maxRSS = ru.Maxrss << 10 // kilobytes on Linux
-	}
 	run.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if killed {
 		return run, true, nil
@@ -135,7 +158,7 @@ func runRestoreChild(kind string, c restoreCase, appHash []byte, tmp string, ser
 	if werr != nil {
 		return run, false, fmt.Errorf("%s restorer: %w", kind, werr)
 	}
-	var v [7]int64
+	var v [8]int64
 	fs := strings.Fields(result)
 	if len(fs) != len(v) {
 		return run, false, fmt.Errorf("%s restorer printed no result", kind)
@@ -146,7 +169,7 @@ func runRestoreChild(kind string, c restoreCase, appHash []byte, tmp string, ser
 		}
 	}
 	run.took, run.e2e, run.peak, run.live = time.Duration(v[0]), time.Duration(v[1]), uint64(v[2]), uint64(v[3])
-	run.recv, run.peersLeft, run.firstReq = v[4], int(v[5]), time.Duration(v[6])
+	run.recv, run.peersLeft, run.firstReq, run.maxRSS = v[4], int(v[5]), time.Duration(v[6]), v[7]
 	return run, false, nil
 }
 
@@ -243,9 +266,10 @@ func printRSS(c config, rs []rssResult) {
 	}
 	table(c.md, header, rows)
 	fmt.Printf("%d runs per point, min / median / max; ratio per run (ours then the built-in, back to back). Each\n", repeats)
-	fmt.Println("restore runs alone in a child process of the bench (this binary); its peak RSS is the child's")
-	fmt.Println("ru_maxrss (getrusage via wait4): the Go runtime, the chain, the p2p stack and the reactor, with")
-	fmt.Println("default GC settings for both. The 4 serving nodes (our Reactor, kvapp streaming) run in a third process.")
+	fmt.Println("restore runs alone in a child process of the bench (this binary); its peak RSS is the child's VmHWM")
+	fmt.Println("(/proc/self/status, read when its Sync has returned): the Go runtime, the chain, the p2p stack and the")
+	fmt.Println("reactor, default GC settings for both. The 4 serving nodes (our Reactor, kvapp streaming) run in a")
+	fmt.Println("third process. CPU = the child's user + system time.")
 	fmt.Println()
 }
 
