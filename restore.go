@@ -337,9 +337,8 @@ func (a *restoreAttempt) pause(full bool, now time.Time) {
 	}
 }
 
-// memBudget is how many chunk bytes the attempt may hold in memory (being
-// written, or kept for the applier): Config.ChunkMemoryBudget, or 4 of the
-// largest chunk seen when 0.
+// memBudget is how many chunk bytes may be being written at once:
+// Config.ChunkMemoryBudget, or 4 of the largest chunk seen when 0.
 func (a *restoreAttempt) memBudget() int64 {
 	if b := a.s.cfg.ChunkMemoryBudget; b > 0 {
 		return b
