@@ -11,6 +11,11 @@
 //   - the peak heap of a 1 GiB restore (kvapp's streaming mode: neither
 //     app holds the state, so what grows is the reactors' and the p2p
 //     stack's memory);
+//   - issue 8's scenarios: end to end (Sync called to state) served by
+//     CometBFT's reactor and by ours (-only e2e), one slow, silent or
+//     withholding peer (faults), the peak RSS of a 1 GiB restore with the
+//     restorer alone in a child process (rss), and a restore killed with
+//     SIGKILL at half and resumed (resume);
 //   - backfill blocks/s from 4 peers at 0 and 50 ms of added round trip;
 //   - serving: the 99th-percentile latency of small messages on another
 //     channel while one node serves 16 syncing peers, ours against
