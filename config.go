@@ -192,10 +192,10 @@ type Config struct {
 	// waits up to DiscoveryTimeout.
 	LightPeersTimeout time.Duration `mapstructure:"light_peers_timeout" toml:"light_peers_timeout"`
 
-	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = twice the
-	// largest chunk seen): fetched chunks held in memory while they are
-	// written to the spool (and the next one to apply until it is applied).
-	// Beyond it, chunks wait in the peers' connections (backpressure).
+	// ChunkMemoryBudget (chunk_memory_budget, bytes, default 0 = four times
+	// the largest chunk seen): fetched chunks being written to the spool at
+	// once (each by the connection that delivered it). Beyond it, chunks
+	// wait in the peers' connections (backpressure).
 	ChunkMemoryBudget int64 `mapstructure:"chunk_memory_budget" toml:"chunk_memory_budget"`
 
 	// ChunkDiskBudget (chunk_disk_budget, bytes, default 0 = unlimited):
@@ -277,10 +277,11 @@ func TestConfig() Config {
 
 // FromCometBFT starts from a node's [statesync] section: its keys are
 // copied, ours keep their defaults, except that DiscoveryTimeout is at
-// least twice DiscoveryTime. Zero durations and counts in c (for example
-// discovery_time = 0, which node wiring uses to make CometBFT's built-in
-// reactor return at once) leave our defaults in place. A nil c gives
-// DefaultConfig.
+// least twice DiscoveryTime. discovery_time is copied as is, 0 included: 0
+// means no wait, in CometBFT's config as in ours (node wiring zeroes
+// discovery_time only in the copy it gives CometBFT's built-in reactor,
+// after this call). Other zero durations and counts in c leave our
+// defaults in place. A nil c gives DefaultConfig.
 func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	out := DefaultConfig()
 	if c == nil {
@@ -294,7 +295,7 @@ func FromCometBFT(c *cmtcfg.StateSyncConfig) Config {
 	if c.TrustPeriod > 0 {
 		out.TrustPeriod = c.TrustPeriod
 	}
-	if c.DiscoveryTime > 0 {
+	if c.DiscoveryTime >= 0 {
 		out.DiscoveryTime = c.DiscoveryTime
 		out.DiscoveryTimeout = max(out.DiscoveryTimeout, 2*c.DiscoveryTime)
 	}

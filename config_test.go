@@ -160,10 +160,17 @@ func TestFromCometBFT(t *testing.T) {
 	require.True(t, c.Backfill)
 	require.Len(t, c.TrustHashBytes(), 32)
 
-	// Zero values (discovery_time = 0 silences CometBFT's own reactor) keep
-	// our defaults; a long discovery_time stretches discovery_timeout.
+	// discovery_time = 0 means no wait, from CometBFT's config too; other
+	// zero values keep our defaults; a long discovery_time stretches
+	// discovery_timeout.
 	zero := FromCometBFT(&cmtcfg.StateSyncConfig{})
-	require.Equal(t, DefaultConfig(), zero)
+	want := DefaultConfig()
+	want.DiscoveryTime = 0
+	require.Equal(t, want, zero)
+	require.NoError(t, zero.ValidateBasic())
+	noWait := cmtcfg.DefaultStateSyncConfig()
+	noWait.DiscoveryTime = 0
+	require.Zero(t, FromCometBFT(noWait).DiscoveryTime, "discovery_time = 0 in config.toml is no wait")
 	long := FromCometBFT(&cmtcfg.StateSyncConfig{DiscoveryTime: 5 * time.Minute})
 	require.Equal(t, 10*time.Minute, long.DiscoveryTimeout)
 	require.NoError(t, long.ValidateBasic())

@@ -16,12 +16,24 @@ import (
 
 // The chunk inbox: Receive hands chunk responses to the restore loop
 // through syncer.chunkCh (unbuffered, so each connection holds at most the
-// chunk it is handing over), only while an attempt runs.
+// chunk it is handing over), only while an attempt runs. The loop judges
+// each one and answers; a chunk it keeps is written to the spool by the
+// delivering connection's goroutine, as CometBFT's own reactor does: the
+// peers' chunks are written in parallel, each dropped from memory once
+// written, and the loop never touches the disk.
 
 // inChunk is a chunk response waiting for the restore loop.
 type inChunk struct {
-	peer p2p.ID
-	msg  *ssproto.ChunkResponse
+	peer  p2p.ID
+	msg   *ssproto.ChunkResponse
+	reply chan chunkGrant // buffered (1): the loop answers every inChunk it takes
+}
+
+// chunkGrant is the loop's answer to a chunk response: write op to the
+// spool and report it to the attempt, or drop the chunk (a nil attempt).
+type chunkGrant struct {
+	a  *restoreAttempt
+	op spoolOp
 }
 
 // restoreTarget is what the loop is fetching chunks for right now.
@@ -32,10 +44,12 @@ type restoreTarget struct {
 }
 
 // addChunk hands a chunk response to the loop while a restore attempt
-// runs (the loop judges it: one for another snapshot is a strike); it
-// waits while the loop is busy, but never past the end of the attempt.
-// Between attempts a response is only counted (it may be a late answer to
-// the previous attempt).
+// runs (the loop judges it: one for another snapshot is a strike) and,
+// when the loop keeps it, writes it to the spool on the caller's
+// goroutine. It waits while the loop is busy, but never past the end of
+// the attempt (a write is bounded by the disk). Between attempts a
+// response is only counted (it may be a late answer to the previous
+// attempt).
 func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
 	s.inMtx.Lock()
 	t := s.target
@@ -44,9 +58,14 @@ func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
 		s.r.metrics.Unsolicited()
 		return
 	}
+	in := inChunk{peer: peer, msg: m, reply: make(chan chunkGrant, 1)}
 	select {
-	case s.chunkCh <- inChunk{peer: peer, msg: m}:
+	case s.chunkCh <- in:
 	case <-t.done:
+		return
+	}
+	if g := <-in.reply; g.a != nil {
+		g.a.spoolChunk(g.op)
 	}
 }
 
@@ -56,12 +75,11 @@ func (s *syncer) setTarget(t *restoreTarget) {
 	s.target = t
 }
 
-// applyJob hands the applier the next chunk to apply: its data when held
-// in memory, else it is read from the spool.
+// applyJob hands the applier the next chunk to apply, read from the
+// spool.
 type applyJob struct {
 	index  uint32
 	sender p2p.ID
-	data   []byte
 	path   string
 }
 
@@ -73,10 +91,13 @@ type applyResult struct {
 	took  time.Duration
 }
 
-// spoolOp is a job for the writer: write a chunk file, or remove one.
+// spoolOp is a chunk file to write (by the goroutine that delivered it),
+// or to remove (by the writer).
 type spoolOp struct {
 	index  uint32
-	data   []byte // nil: remove
+	remove bool   // remove the file (the writer's job), else write data
+	data   []byte // the chunk to write; dropped once written
+	size   int64  // len(data)
 	sender p2p.ID
 	path   string
 }
@@ -91,22 +112,18 @@ type spoolDone struct {
 // snapshot's content is forged (or broken); its peers are punished.
 var errAppRejected = errors.New("the app rejected the snapshot")
 
-// heldChunk is a fetched chunk held in memory.
-type heldChunk struct {
-	data   []byte
-	sender p2p.ID
-}
-
 // restoreAttempt is one attempt at restoring a snapshot: fetch its chunks
 // from every peer advertising it, spool them, apply them in order. Its loop
 // (run, on Sync's goroutine) owns the fetch scheduler, the spool's
-// bookkeeping and the chunks held in memory; it never touches the disk:
-// one writer goroutine writes and removes chunk files, one applier
-// goroutine reads them and feeds the app, so fetching goes on while a
-// chunk is written or applied. Chunks are held in memory until written
-// (and the next one to apply until applied), within the memory budget;
-// beyond it the loop stops taking chunks from the inbox, which holds the
-// peers' connections back.
+// bookkeeping; it never touches the disk and holds no chunk: each chunk it
+// keeps is written by the goroutine that delivered it (spoolChunk; the
+// peers' writes run in parallel, and a chunk is dropped from memory once
+// written), one writer goroutine removes chunk files, one applier
+// goroutine reads them back and feeds the app (as CometBFT's reactor
+// does), so fetching goes on while chunks are written or applied. The
+// bytes being written stay within the memory budget; beyond it the loop
+// stops taking chunks from the inbox, which holds the peers' connections
+// back.
 type restoreAttempt struct {
 	s      *syncer
 	r      *Reactor
@@ -120,10 +137,10 @@ type restoreAttempt struct {
 	ops     chan spoolOp
 	done    chan spoolDone
 
-	held      map[uint32]heldChunk // in memory: being written, or next to apply
-	writing   map[uint32]int       // spool ops queued or running, per index
-	queued    []spoolOp            // waiting for the writer
-	memBytes  int64
+	writing   map[uint32]int // writes and removals queued or running, per index
+	queued    []spoolOp      // removals waiting for the writer
+	writes    sync.WaitGroup // spoolChunk calls granted and not finished
+	memBytes  int64          // bytes granted to spoolChunk, not yet reported written
 	maxChunk  int64
 	nextApply uint32
 	applying  bool
@@ -156,6 +173,7 @@ func (s *syncer) restore(ctx context.Context, snap *snapshot) error {
 		close(a.target.done)
 		cancel()
 		wg.Wait()
+		a.writes.Wait()
 		a.abandon()
 	}()
 	s.setTarget(a.target)
@@ -207,7 +225,6 @@ func (s *syncer) newAttempt(snap *snapshot) (*restoreAttempt, error) {
 		results: make(chan applyResult),
 		ops:     make(chan spoolOp),
 		done:    make(chan spoolDone),
-		held:    make(map[uint32]heldChunk),
 		writing: make(map[uint32]int),
 		retries: make(map[uint32]int),
 		started: time.Now(),
@@ -286,14 +303,16 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 		case jobs <- job:
 			a.applying = true
 		case ops <- op:
-			a.queued[0] = spoolOp{} // the backing array must not keep the chunk
+			a.queued[0] = spoolOp{} // the backing array must not keep the op
 			a.queued = a.queued[1:]
 		case d := <-a.done:
 			if err := a.onSpooled(d); err != nil {
 				return err
 			}
 		case in := <-chunks:
-			if err := a.onChunk(in); err != nil {
+			g, err := a.onChunk(in)
+			in.reply <- g
+			if err != nil {
 				return err
 			}
 		case res := <-a.results:
@@ -318,15 +337,18 @@ func (a *restoreAttempt) pause(full bool, now time.Time) {
 	}
 }
 
-// memBudget is how many chunk bytes the attempt may hold in memory:
-// Config.ChunkMemoryBudget, or 2 of the largest chunk seen when 0 (one
-// being written, one waiting).
+// memBudget is how many chunk bytes may be being written at once:
+// Config.ChunkMemoryBudget, or 4 of the largest chunk seen when 0.
 func (a *restoreAttempt) memBudget() int64 {
 	if b := a.s.cfg.ChunkMemoryBudget; b > 0 {
 		return b
 	}
-	return max(2*a.maxChunk, 1)
+	return max(defaultMemChunks*a.maxChunk, 1)
 }
+
+// defaultMemChunks is the memory budget in chunks when
+// Config.ChunkMemoryBudget is 0: four peers writing at once.
+const defaultMemChunks = 4
 
 // request sends the requests the scheduler hands out (hedges too unless
 // the loop holds answers back). One whose send queue is full is withdrawn
@@ -393,9 +415,6 @@ func (a *restoreAttempt) nextJob() (applyJob, bool) {
 	if a.applying || i >= a.snap.Chunks {
 		return applyJob{}, false
 	}
-	if h, ok := a.held[i]; ok {
-		return applyJob{index: i, sender: h.sender, data: h.data}, true
-	}
 	if !a.spool.has(i) {
 		return applyJob{}, false
 	}
@@ -417,10 +436,10 @@ func (a *restoreAttempt) onInbox() {
 	}, a.sched.removePeer)
 }
 
-// onChunk judges one received chunk; a chunk that is progress is held in
-// memory and queued for the writer. A peer whose strikes run out is
-// punished.
-func (a *restoreAttempt) onChunk(in inChunk) error {
+// onChunk judges one received chunk; a chunk that is progress is granted
+// to its delivering goroutine to be written to the spool. A peer whose
+// strikes run out is punished.
+func (a *restoreAttempt) onChunk(in inChunk) (chunkGrant, error) {
 	m := in.msg
 	now := time.Now()
 	var v fetchVerdict
@@ -437,32 +456,53 @@ func (a *restoreAttempt) onChunk(in inChunk) error {
 	}
 	switch v {
 	case verdictStale:
-		return nil
+		return chunkGrant{}, nil
 	case verdictStrike:
 		a.r.metrics.Unsolicited()
 		a.r.logger.Debug("Unsolicited chunk response", "peer", in.peer, "height", m.Height, "chunk", m.Index,
 			"missing", m.Missing)
-		return nil
+		return chunkGrant{}, nil
 	case verdictPunish:
 		a.r.metrics.Unsolicited()
 		a.s.rejectPeer(in.peer, fmt.Errorf("%w: more than %d unsolicited, duplicate or repeated chunk responses",
 			ErrPeerMisbehaved, maxChunkStrikes))
-		return nil
-	}
-	if err := a.checkDisk(int64(len(m.Chunk))); err != nil {
-		return err
+		return chunkGrant{}, nil
 	}
 	size := int64(len(m.Chunk))
-	a.maxChunk = max(a.maxChunk, size)
-	a.release(m.Index)
-	a.held[m.Index] = heldChunk{data: m.Chunk, sender: in.peer}
-	a.memBytes += size
-	a.queue(spoolOp{index: m.Index, data: m.Chunk, sender: in.peer, path: a.spool.path(m.Index)})
+	if err := a.checkDisk(size); err != nil {
+		return chunkGrant{}, err
+	}
 	a.recv += size
 	a.s.totalRecv += size
 	a.r.metrics.ChunkFetched(len(m.Chunk))
+	if a.writing[m.Index] > 0 {
+		// The file of an earlier copy, discarded since, is still being
+		// written or removed: two writers must not race on one file.
+		// Rare (a refetch answered within a write); ask again.
+		a.sched.refetch(m.Index)
+		return chunkGrant{}, nil
+	}
+	a.maxChunk = max(a.maxChunk, size)
+	a.memBytes += size
+	a.writing[m.Index]++
+	a.writes.Add(1)
 	a.reportFetch()
-	return nil
+	return chunkGrant{a: a, op: spoolOp{index: m.Index, data: m.Chunk, size: size, sender: in.peer,
+		path: a.spool.path(m.Index)}}, nil
+}
+
+// spoolChunk writes one granted chunk to the spool, on the goroutine that
+// delivered it, and reports it to the loop (unless the attempt has ended).
+// The report does not keep the chunk: it may wait for the loop.
+func (a *restoreAttempt) spoolChunk(op spoolOp) {
+	defer a.writes.Done()
+	err := writeSpoolFile(op.path, op.index, op.data, op.sender)
+	op.data = nil
+	d := spoolDone{op: op, err: err}
+	select {
+	case a.done <- d:
+	case <-a.target.done:
+	}
 }
 
 // checkDisk fails the attempt with ErrDiskBudget when the spool cannot
@@ -472,11 +512,7 @@ func (a *restoreAttempt) checkDisk(size int64) error {
 	if budget <= 0 {
 		return nil
 	}
-	pending := int64(0)
-	for _, h := range a.held {
-		pending += int64(len(h.data))
-	}
-	if a.spool.bytes+pending+size <= budget {
+	if a.spool.bytes+a.memBytes+size <= budget {
 		return nil
 	}
 	need := int64(a.snap.Chunks) * max(a.maxChunk, size)
@@ -485,55 +521,43 @@ func (a *restoreAttempt) checkDisk(size int64) error {
 		max(a.maxChunk, size), budget)
 }
 
-// onSpooled records a chunk file written or removed by the writer.
+// onSpooled records a chunk file written by spoolChunk or removed by the
+// writer.
 func (a *restoreAttempt) onSpooled(d spoolDone) error {
 	i := d.op.index
 	if a.writing[i]--; a.writing[i] <= 0 {
 		delete(a.writing, i)
 	}
-	if d.op.data == nil {
+	if d.op.remove {
 		return nil // removed
 	}
+	size := d.op.size
+	a.memBytes -= size
 	if d.err != nil {
 		return fmt.Errorf("spooling chunk %d of height %d: %w", i, a.snap.Height, d.err)
 	}
 	if !a.sched.done[i] || a.writing[i] > 0 { // discarded (or fetched again) meanwhile
 		if a.writing[i] == 0 {
-			a.queue(spoolOp{index: i, path: d.op.path})
+			a.queue(spoolOp{index: i, path: d.op.path, remove: true})
 		}
 		return nil
 	}
-	a.spool.mark(i, d.op.sender, int64(len(d.op.data)))
-	if i != a.nextApply {
-		a.release(i)
-	}
+	a.spool.mark(i, d.op.sender, size)
 	a.reportFetch()
 	return nil
 }
 
-// queue hands op to the writer (in order).
+// queue hands a removal to the writer (in order).
 func (a *restoreAttempt) queue(op spoolOp) {
 	a.queued = append(a.queued, op)
 	a.writing[op.index]++
 }
 
-// release drops chunk index from memory.
-func (a *restoreAttempt) release(index uint32) {
-	if h, ok := a.held[index]; ok {
-		a.memBytes -= int64(len(h.data))
-		delete(a.held, index)
-	}
-}
-
 // abandon makes the chunks not yet on disk needed again when the attempt
-// ends without restoring the snapshot: what was held in memory or still
-// being written is lost.
+// ends without restoring the snapshot: a chunk still being written (or
+// whose write was not reported before the end) is not known to be on
+// disk; its file, if whole, is overwritten when it is fetched again.
 func (a *restoreAttempt) abandon() {
-	for i := range a.held {
-		if !a.spool.has(i) {
-			a.sched.refetch(i)
-		}
-	}
 	for i := range a.writing {
 		if !a.spool.has(i) {
 			a.sched.refetch(i)
@@ -545,9 +569,8 @@ func (a *restoreAttempt) abandon() {
 // again.
 func (a *restoreAttempt) discard(index uint32) {
 	if a.spool.unmark(index) {
-		a.queue(spoolOp{index: index, path: a.spool.path(index)})
+		a.queue(spoolOp{index: index, path: a.spool.path(index), remove: true})
 	}
-	a.release(index)
 	a.sched.refetch(index)
 }
 
@@ -568,7 +591,6 @@ func (a *restoreAttempt) reportFetch() {
 // RejectSenders first, then the result.
 func (a *restoreAttempt) onApplied(res applyResult) error {
 	a.applying = false
-	a.release(res.index)
 	if errors.Is(res.err, errSpoolCorrupt) {
 		a.r.logger.Info("Spooled chunk corrupt; fetching it again", "chunk", res.index)
 		a.discard(res.index)
@@ -648,8 +670,8 @@ func (a *restoreAttempt) result(res applyResult, accepted bool) error {
 	}
 }
 
-// applier applies the chunks it is handed, one at a time, reading from the
-// spool those not held in memory. It exits when ctx ends.
+// applier applies the chunks it is handed, one at a time, reading each
+// from the spool. It exits when ctx ends.
 func (a *restoreAttempt) applier(ctx context.Context) {
 	for {
 		var job applyJob
@@ -659,10 +681,8 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 		case job = <-a.jobs:
 		}
 		res := applyResult{index: job.index}
-		data := job.data
-		if data == nil {
-			data, res.err = readSpoolFile(job.path, job.index)
-		}
+		data, err := readSpoolFile(job.path, job.index)
+		res.err = err
 		if res.err == nil {
 			start := time.Now()
 			res.resp, res.err = a.r.deps.Snapshots.ApplySnapshotChunk(ctx, &abci.RequestApplySnapshotChunk{
@@ -681,8 +701,8 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 	}
 }
 
-// writer writes and removes chunk files, in the order it is handed them.
-// It exits when ctx ends.
+// writer removes chunk files (writes are spoolChunk's), in the order it is
+// handed them. It exits when ctx ends.
 func (a *restoreAttempt) writer(ctx context.Context) {
 	for {
 		var op spoolOp
@@ -692,9 +712,7 @@ func (a *restoreAttempt) writer(ctx context.Context) {
 		case op = <-a.ops:
 		}
 		d := spoolDone{op: op}
-		if op.data != nil {
-			d.err = writeSpoolFile(op.path, op.index, op.data, op.sender)
-		} else if err := os.Remove(op.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(op.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			d.err = err
 		}
 		select {

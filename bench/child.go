@@ -56,22 +56,27 @@ func startServers(e *env, c restoreCase, logger log.Logger) []*p2p.NetAddress {
 	return addrs
 }
 
-// serveChild is the child's main: args are peers, size, chunk, rate.
+// serveChild is the child's main: args are peers, size, chunk, rate, and
+// optionally "cmt" to serve with CometBFT's built-in reactor.
 func serveChild(args []string) error {
-	if len(args) != 4 {
-		return errors.New("want: peers size chunk rate")
+	if len(args) != 4 && len(args) != 5 {
+		return errors.New("want: peers size chunk rate [cmt]")
 	}
 	var n [4]int64
-	for i, a := range args {
+	for i, a := range args[:4] {
 		v, err := strconv.ParseInt(a, 10, 64)
 		if err != nil {
 			return err
 		}
 		n[i] = v
 	}
-	c := restoreCase{peers: int(n[0]), size: n[1], chunk: int(n[2]), rate: n[3]}
+	c := restoreCase{peers: int(n[0]), size: n[1], chunk: int(n[2]), rate: n[3], cmtServe: len(args) == 5 && args[4] == "cmt"}
 	return withEnv(func(e *env) error {
-		for _, a := range startServers(e, c, log.NewNopLogger()) {
+		start := startServers
+		if c.cmtServe {
+			start = startCmtServers
+		}
+		for _, a := range start(e, c, log.NewNopLogger()) {
 			fmt.Printf("ADDR %s\n", a)
 		}
 		fmt.Println("READY")
@@ -87,8 +92,12 @@ func childServers(c restoreCase) ([]*p2p.NetAddress, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(self, childFlag, strconv.Itoa(c.peers), strconv.FormatInt(c.size, 10),
-		strconv.Itoa(c.chunk), strconv.FormatInt(c.rate, 10))
+	args := []string{childFlag, strconv.Itoa(c.peers), strconv.FormatInt(c.size, 10),
+		strconv.Itoa(c.chunk), strconv.FormatInt(c.rate, 10)}
+	if c.cmtServe {
+		args = append(args, "cmt")
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -11,6 +11,11 @@
 //   - the peak heap of a 1 GiB restore (kvapp's streaming mode: neither
 //     app holds the state, so what grows is the reactors' and the p2p
 //     stack's memory);
+//   - issue 8's scenarios: end to end (Sync called to state) served by
+//     CometBFT's reactor and by ours (-only e2e), one slow, silent or
+//     withholding peer (faults), the peak RSS of a 1 GiB restore with the
+//     restorer alone in a child process (rss), and a restore killed with
+//     SIGKILL at half and resumed (resume);
 //   - backfill blocks/s from 4 peers at 0 and 50 ms of added round trip;
 //   - serving: the 99th-percentile latency of small messages on another
 //     channel while one node serves 16 syncing peers, ours against
@@ -26,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +52,7 @@ type config struct {
 	heapMB         int
 	heapChunksMB   []int
 	heapIsolate    bool
+	rssPeers       int
 	isolate        bool
 	backfill       int
 	bfWindow       int
@@ -62,12 +69,18 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == restoreChildFlag {
+		if err := restoreChild(os.Args[2:]); err != nil {
+			fatalf("restoring child: %v", err)
+		}
+		return
+	}
 	var (
 		c        config
 		peers    = flag.String("peers", "2,4,8", "peer counts for the restore comparison")
 		chunks   = flag.String("chunks", "1,10", "chunk sizes in MB")
 		rtts     = flag.String("backfill-rtt", "0,50ms", "round trips added to backfill requests")
-		only     = flag.String("only", "e2e,faults,restore,lifted,heap,backfill,serving", "sections to run")
+		only     = flag.String("only", "e2e,faults,restore,lifted,rss,resume,heap,backfill,serving", "sections to run")
 		e2ePeers = flag.String("e2e-peers", "4,8,16", "peer counts for the end-to-end comparison")
 		quick    = flag.Bool("quick", false, "small sizes: a run of about a minute to check that everything works")
 		sizeArg  = flag.Int("size", 0, "snapshot size in MB for the comparison (0: 100 MB, or 6 chunks per peer if more)")
@@ -75,8 +88,9 @@ func main() {
 	flag.Int64Var(&c.rate, "rate", 5_120_000, "per-connection send/recv rate in B/s (CometBFT's default)")
 	flag.IntVar(&c.liftedPeers, "lifted-peers", 4, "peers for the run with rate limits lifted (1 MB chunks)")
 	flag.IntVar(&c.liftedCmtPeers, "lifted-cmt-peers", 8, "peers for the run with rate limits lifted served by CometBFT's reactor (0: none)")
-	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restore whose peak heap is measured")
-	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of that restore")
+	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restores whose peak heap and peak RSS are measured")
+	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of those restores")
+	flag.IntVar(&c.rssPeers, "rss-peers", 4, "serving peers of the peak-RSS restores")
 	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
 	flag.BoolVar(&c.isolate, "isolate", false, "run the comparison's serving peers in a child process too")
 	flag.IntVar(&c.backfill, "backfill-blocks", 10000, "blocks to backfill")
@@ -88,6 +102,7 @@ func main() {
 	flag.DurationVar(&c.serving.measure, "serving-time", 15*time.Second, "how long the serving-latency scenario measures, per server")
 	servingChunkMB := flag.Int("serving-chunk", 1, "chunk size in MB of the serving-latency scenario")
 	flag.BoolVar(&c.md, "md", false, "print Markdown tables")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (restorers and in-process servers) to the file")
 	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
 	flag.Parse()
 
@@ -139,7 +154,20 @@ func main() {
 	}
 	fmt.Printf("# go run ./bench %s\n# %s, %d CPUs, %s\n\n", strings.Join(os.Args[1:], " "),
 		runtime.Version(), runtime.NumCPU(), time.Now().Format("2006-01-02"))
-	if err := run(c, logger); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fatalf("-cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatalf("-cpuprofile: %v", err)
+		}
+	}
+	err = run(c, logger)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		fatalf("%v", err)
 	}
 }
@@ -191,23 +219,28 @@ func run(c config, logger log.Logger) error {
 		if c.sizeMB == 0 {
 			size = 256 << 20
 		}
-		fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
-		r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true,
-			isolate: c.isolate}, logger)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
-		if c.liftedCmtPeers > 0 {
-			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
-				c.liftedCmtPeers, size>>20)
-			r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
-				cmtServe: true}, logger)
+		var lifted []restoreResult
+		for i := 0; i < repeats; i++ {
+			fmt.Fprintf(os.Stderr, "restore: rate limits lifted, 1 MB chunks, %d peers, %d MB ...\n", c.liftedPeers, size>>20)
+			r, err := runRestore(restoreCase{peers: c.liftedPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+				isolate: c.isolate, theirsFirst: i%2 == 1}, logger)
 			if err != nil {
 				return err
 			}
-			results = append(results, r)
+			lifted = append(lifted, r)
+			if c.liftedCmtPeers > 0 {
+				fmt.Fprintf(os.Stderr, "restore: rate limits lifted, served by CometBFT's reactor, %d peers, %d MB ...\n",
+					c.liftedCmtPeers, size>>20)
+				r, err := runRestore(restoreCase{peers: c.liftedCmtPeers, chunk: 1 << 20, size: size, ours: true, their: true,
+					cmtServe: true, theirsFirst: i%2 == 1}, logger)
+				if err != nil {
+					return err
+				}
+				lifted = append(lifted, r)
+			}
 		}
+		results = append(results, lifted...)
+		printLifted(c, lifted)
 	}
 	if len(results) > 0 {
 		printRestore(c, results)
@@ -225,6 +258,32 @@ func run(c config, logger log.Logger) error {
 			rs = append(rs, r)
 		}
 		printHeap(c, rs)
+	}
+
+	if c.only["rss"] && c.heapMB > 0 {
+		var rs []rssResult
+		for _, chunkMB := range c.heapChunksMB {
+			fmt.Fprintf(os.Stderr, "rss: %d MB, %d MB chunks, %d peers, lifted, restorers in child processes ...\n",
+				c.heapMB, chunkMB, c.rssPeers)
+			r, err := runRSS(restoreCase{peers: c.rssPeers, chunk: chunkMB << 20, size: int64(c.heapMB) << 20})
+			if err != nil {
+				return fmt.Errorf("rss: %w", err)
+			}
+			rs = append(rs, r)
+		}
+		printRSS(c, rs)
+	}
+	if c.only["resume"] {
+		size := int64(c.sizeMB) << 20
+		if c.sizeMB == 0 {
+			size = faultSize
+		}
+		fmt.Fprintf(os.Stderr, "resume: %d MB, 4 peers, killed at half ...\n", size>>20)
+		r, err := runResume(restoreCase{peers: 4, chunk: 1 << 20, size: size, rate: c.rate})
+		if err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		printResume(c, []resumeResult{r})
 	}
 
 	if c.only["serving"] {

@@ -36,6 +36,8 @@ type restoreCase struct {
 	isolate bool
 	// cmtServe serves with CometBFT v0.40's built-in reactor instead of ours.
 	cmtServe bool
+	// theirsFirst restores with CometBFT's reactor before ours.
+	theirsFirst bool
 }
 
 // restoreRun is one reactor's restore.
@@ -44,6 +46,10 @@ type restoreRun struct {
 	e2e        time.Duration // Sync called to Sync returned
 	peak, live uint64        // heap growth during the restore (bytes)
 	peersLeft  int           // peers still connected when Sync returned
+	// firstReq is Sync called to the restore phase starting (ours): the
+	// first chunk requests go out in the same step of the restore loop.
+	firstReq time.Duration
+	recv     int64 // chunk bytes received (ours: Progress().Bytes)
 }
 
 type restoreResult struct {
@@ -106,17 +112,32 @@ func runRestore(c restoreCase, logger log.Logger) (res restoreResult, err error)
 		e.Cleanup(func() { os.RemoveAll(tmp) })
 		p2pCfg := p2ptest.Config(c.linkRate())
 
-		if c.ours {
+		oursRun := func() error {
+			if !c.ours {
+				return nil
+			}
 			if res.ours, err = restoreOurs(chain, servers, p2pCfg, tmp, logger); err != nil {
 				return fmt.Errorf("ours: %w", err)
 			}
+			return nil
 		}
-		if c.their {
+		theirsRun := func() error {
+			if !c.their {
+				return nil
+			}
 			if res.theirs, err = restoreTheirs(chain, servers, p2pCfg, tmp, logger); err != nil {
 				return fmt.Errorf("CometBFT's: %w", err)
 			}
+			return nil
 		}
-		return nil
+		first, second := oursRun, theirsRun
+		if c.theirsFirst {
+			first, second = theirsRun, oursRun
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		return second()
 	})
 	return res, err
 }
@@ -172,9 +193,12 @@ func restoreOursWith(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *c
 		heap := sampleHeap()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
+		first := watchFirstRequest(r)
 		start := time.Now()
 		_, err = r.Sync(ctx)
 		run.e2e = time.Since(start)
+		run.firstReq = first(start)
+		run.recv = r.Progress().Bytes
 		run.peersLeft = n.Switch.Peers().Size()
 		run.peak, run.live = heap.finish()
 		if err != nil {
@@ -185,6 +209,38 @@ func restoreOursWith(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *c
 		return nil
 	})
 	return run, err
+}
+
+// watchFirstRequest records when r's Sync enters the restore phase (its
+// loop sends the first chunk requests in the same step); the function it
+// returns stops watching and gives that time after start (0 if never).
+func watchFirstRequest(r *statesync.Reactor) func(start time.Time) time.Duration {
+	ch, cancel := r.Subscribe()
+	stop := make(chan struct{})
+	got := make(chan time.Time, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				got <- time.Time{}
+				return
+			case p := <-ch:
+				if p.Phase == statesync.PhaseRestore {
+					got <- p.Time
+					return
+				}
+			}
+		}
+	}()
+	return func(start time.Time) time.Duration {
+		close(stop)
+		at := <-got
+		cancel()
+		if at.IsZero() {
+			return 0
+		}
+		return at.Sub(start)
+	}
 }
 
 func restoreTheirs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcfg.P2PConfig,

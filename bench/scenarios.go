@@ -33,7 +33,12 @@ const repeats = 3
 
 // benchChain builds the chain whose snapshot c's servers hold.
 func benchChain(c restoreCase) (*chaingen.Chain, error) {
-	appHash := srcApp(restoreCase{size: c.size, chunk: c.chunk}).AppHash()
+	return benchChainHash(srcApp(restoreCase{size: c.size, chunk: c.chunk}).AppHash())
+}
+
+// benchChainHash builds the chain whose snapshot has appHash (computing it
+// generates the whole snapshot: a restoring child is given it instead).
+func benchChainHash(appHash []byte) (*chaingen.Chain, error) {
 	return chaingen.New(chaingen.Options{
 		ChainID: "bench", Height: snapshotHeight + 3, Validators: 4,
 		StartTime: time.Now().Add(-time.Hour),
@@ -64,21 +69,32 @@ func startCmtServers(e *env, c restoreCase, logger log.Logger) []*p2p.NetAddress
 // e2eResult is one end-to-end point: `repeats` runs of each reactor.
 type e2eResult struct {
 	peers        int
+	oursServe    bool // served by our Reactor (else CometBFT's)
 	ours, theirs []time.Duration
 	oursFetch    []time.Duration
+	firstReq     []time.Duration // ours: Sync called to the first chunk requests
 }
 
 // runE2E restores c from servers running CometBFT's reactor, with our
 // Reactor at its default config (discovery_time 15 s as a maximum) and
 // with CometBFT's at its 5 s minimum discovery, `repeats` times each.
 func runE2E(c restoreCase, logger log.Logger) (res e2eResult, err error) {
-	res.peers = c.peers
+	res.peers, res.oursServe = c.peers, !c.cmtServe
 	err = withEnv(func(e *env) error {
 		chain, err := benchChain(c)
 		if err != nil {
 			return err
 		}
-		servers := startCmtServers(e, c, logger)
+		set := func(*statesync.Config) {}
+		var servers []*p2p.NetAddress
+		if c.cmtServe {
+			servers = startCmtServers(e, c, logger)
+		} else {
+			// Our servers also serve light blocks: Sync would backfill
+			// (their block stores are empty); compare the restore only.
+			servers = startServers(e, c, logger)
+			set = func(cfg *statesync.Config) { cfg.Backfill = false }
+		}
 		tmp, err := os.MkdirTemp("", "statesync-bench-")
 		if err != nil {
 			return err
@@ -86,7 +102,7 @@ func runE2E(c restoreCase, logger log.Logger) (res e2eResult, err error) {
 		e.Cleanup(func() { os.RemoveAll(tmp) })
 		p2pCfg := p2ptest.Config(c.linkRate())
 		for i := 0; i < repeats; i++ {
-			ours, err := restoreOursWith(chain, servers, p2pCfg, tmp, logger, func(*statesync.Config) {})
+			ours, err := restoreOursWith(chain, servers, p2pCfg, tmp, logger, set)
 			if err != nil {
 				return fmt.Errorf("ours: %w", err)
 			}
@@ -96,6 +112,7 @@ func runE2E(c restoreCase, logger log.Logger) (res e2eResult, err error) {
 			}
 			res.ours, res.theirs = append(res.ours, ours.e2e), append(res.theirs, theirs.e2e)
 			res.oursFetch = append(res.oursFetch, ours.took)
+			res.firstReq = append(res.firstReq, ours.firstReq)
 		}
 		return nil
 	})
@@ -260,10 +277,16 @@ func mmm(ds []time.Duration) string {
 	return fmt.Sprintf("%.1f / %.1f / %.1f", lo.Seconds(), mid.Seconds(), hi.Seconds())
 }
 
+func mmm2(ds []time.Duration) string {
+	lo, mid, hi := stats(ds)
+	return fmt.Sprintf("%.2f / %.2f / %.2f", lo.Seconds(), mid.Seconds(), hi.Seconds())
+}
+
 func printE2E(c config, rs []e2eResult) {
-	fmt.Println("## End to end: Sync called to state returned, served by CometBFT v0.40's own reactor")
+	fmt.Println("## End to end: Sync called to state returned")
 	fmt.Println()
-	header := []string{"peers", "ours s (min / median / max)", "built-in at 5 s discovery s", "built-in / ours", "ours fetch s", "target"}
+	header := []string{"served by", "peers", "ours s (min / median / max)", "built-in at 5 s discovery s", "built-in / ours", "ours fetch s",
+		"ours first request s (≤ 1 s)", "target"}
 	targets := map[int]string{4: "≥ 1.8×", 8: "≥ 2.5×", 16: "≥ 3×"}
 	var rows [][]string
 	for _, r := range rs {
@@ -271,15 +294,25 @@ func printE2E(c config, rs []e2eResult) {
 		if t == "" {
 			t = "—"
 		}
-		rows = append(rows, []string{strconv.Itoa(r.peers), mmm(r.ours), mmm(r.theirs), ratios(r.theirs, r.ours),
-			mmm(r.oursFetch), t})
+		server := "CometBFT"
+		if r.oursServe {
+			server = "ours"
+		}
+		rows = append(rows, []string{server, strconv.Itoa(r.peers), mmm(r.ours), mmm(r.theirs), ratios(r.theirs, r.ours),
+			mmm(r.oursFetch), mmm2(r.firstReq), t})
 	}
 	table(c.md, header, rows)
-	fmt.Printf("%d runs per point (min / median / max); ratio per run. 100 MB snapshot, 1 MB chunks, %.2f MB/s per\n",
-		repeats, float64(c.rate)/1e6)
+	size := faultSize >> 20
+	if c.sizeMB > 0 {
+		size = c.sizeMB
+	}
+	fmt.Printf("%d runs per point (min / median / max); ratio per run. %d MB snapshot, 1 MB chunks, %.2f MB/s per\n",
+		repeats, size, float64(c.rate)/1e6)
 	fmt.Println("connection. Ours: DefaultConfig (discovery_time 15 s as a maximum: it ends when every peer has")
-	fmt.Println("answered). Built-in: CometBFT v0.40's Sync with 5 s discovery, its shortest. The serving nodes run")
-	fmt.Println("CometBFT's built-in reactor (no light-block channel, so our Sync skips backfill).")
+	fmt.Println("answered). Built-in: CometBFT v0.40's Sync with 5 s discovery, its shortest. Served by CometBFT: the")
+	fmt.Println("serving nodes run its built-in reactor (no light-block channel, so our Sync skips backfill); served by")
+	fmt.Println("ours: our Reactor, with backfill off in ours (the servers' block stores are empty). First request:")
+	fmt.Println("Sync called to the restore phase starting (its loop sends the first chunk requests in that step).")
 	fmt.Println()
 }
 
@@ -330,13 +363,15 @@ func runScenarios(c config, logger log.Logger) error {
 	}
 	if c.only["e2e"] {
 		var rs []e2eResult
-		for _, peers := range c.e2ePeers {
-			fmt.Fprintf(os.Stderr, "e2e: %d peers (CometBFT's serving reactor), %d MB ...\n", peers, size>>20)
-			r, err := runE2E(restoreCase{peers: peers, chunk: 1 << 20, size: size, rate: c.rate}, logger)
-			if err != nil {
-				return fmt.Errorf("e2e: %w", err)
+		for _, cmt := range []bool{true, false} {
+			for _, peers := range c.e2ePeers {
+				fmt.Fprintf(os.Stderr, "e2e: %d peers (CometBFT's serving reactor: %v), %d MB ...\n", peers, cmt, size>>20)
+				r, err := runE2E(restoreCase{peers: peers, chunk: 1 << 20, size: size, rate: c.rate, cmtServe: cmt}, logger)
+				if err != nil {
+					return fmt.Errorf("e2e: %w", err)
+				}
+				rs = append(rs, r)
 			}
-			rs = append(rs, r)
 		}
 		printE2E(c, rs)
 	}
