@@ -289,6 +289,12 @@ func (r *Reactor) serveChunk(ctx context.Context, peer p2p.ID, msg *ssproto.Chun
 	out := &ssproto.ChunkResponse{Height: msg.Height, Format: msg.Format, Index: msg.Index}
 	switch {
 	case len(chunk) == 0:
+		// Typically a snapshot the app has pruned since it was
+		// advertised: CometBFT's restorer ignores a missing chunk and asks
+		// again until its 2-minute chunk timeout, so a restorer stuck on
+		// a pruned snapshot shows here first.
+		r.logger.Debug("App has no such chunk; answering missing", "peer", peer, "height", msg.Height,
+			"format", msg.Format, "chunk", msg.Index)
 		out.Missing = true
 	case len(chunk) > r.limits.MaxChunkSize:
 		r.logger.Error("App chunk exceeds the wire limit; answering missing",

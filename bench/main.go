@@ -63,6 +63,12 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == restorersChildFlag {
+		if err := restorersChild(os.Args[2:]); err != nil {
+			fatalf("restorers child: %v", err)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == childFlag {
 		if err := serveChild(os.Args[2:]); err != nil {
 			fatalf("serving child: %v", err)

@@ -189,11 +189,11 @@ func runServing(c servingCase, logger log.Logger) (res servingResult, err error)
 			Height: snapshotHeight, Seed: 11})
 		once = func(ours bool) (servingRun, error) { return serveOnce(c, app, ours, logger) }
 	case "restore":
-		src, chain, err := restoreSource(c)
+		src, _, err := restoreSource(c)
 		if err != nil {
 			return res, err
 		}
-		once = func(ours bool) (servingRun, error) { return serveRestoreOnce(c, src, chain, ours, logger) }
+		once = func(ours bool) (servingRun, error) { return serveRestoreOnce(c, src, ours, logger) }
 	}
 	for i := 0; i < max(1, c.rounds); i++ {
 		o, err := once(true)
@@ -410,10 +410,10 @@ func printServing(c config, rs []servingResult) {
 	fmt.Println("channel (priority 7, send queue 100), to an idle peer and to a syncing peer; latency = queued to")
 	if rs[0].load == "restore" {
 		fmt.Println("received. Syncing peers: CometBFT v0.40's built-in reactor restoring the snapshot (the same")
-		fmt.Printf("restorers for both servers), measured from the end of discovery to the first restore done;\n")
-		fmt.Printf("served MB/s = chunks applied by all restorers in that window. %d rounds per server, interleaved,\n",
+		fmt.Printf("restorers for both servers, in a child process), measured from the end of discovery to the first\n")
+		fmt.Printf("restore done; served MB/s = chunks applied by all restorers in that window. %d rounds per server,\n",
 			rs[0].rounds)
-		fmt.Println("samples pooled. Everything in one process: CPU contention counts.")
+		fmt.Println("interleaved, samples pooled. Serving node and idle peer in this process: CPU contention counts.")
 	} else {
 		fmt.Printf("received. Syncing peers keep %d chunk requests in flight each and read at once; %d rounds per\n",
 			servingWindow, rs[0].rounds)
