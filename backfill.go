@@ -243,7 +243,7 @@ func (r *Reactor) runBackfill(ctx context.Context, a backfillAnchor, state sm.St
 	b.rpc = r.backfillRPCSources(state.ChainID)
 	defer b.closeRPC()
 
-	r.metrics.SetBackfillTotal(b.total)
+	r.metrics.setBackfillTotal(b.total)
 	// A direct Backfill call shows as PhaseBackfill; a background one (after
 	// Sync, whose Phase stays PhaseDone) only in the Backfill counters.
 	prevPhase := r.progress.current().Phase
@@ -468,7 +468,7 @@ func (b *backfiller) verifyReady() error {
 		b.wantCommitHash = lb.LastCommitHash
 		b.blocks++
 		b.unflushed++
-		b.r.metrics.BlockBackfilled()
+		b.r.metrics.blockBackfilled()
 		b.q.accept(lb.Time)
 		if b.blocks == crashBackfillAfter && crashArmed(crashBackfill) {
 			if err := b.maybeFlush(true); err != nil {

@@ -275,7 +275,7 @@ func newBackfillNodeOn(t testing.TB, chain *chaingen.Chain, cfg func(*Config), b
 	t.Helper()
 	conns := newAppConns(t, kvapp.New(kvapp.Options{}))
 	n := &bfNode{blockDB: blockDB, stateDB: stateDB}
-	c := TestConfig()
+	c := testConfig()
 	c.LightBlockTimeout = 300 * time.Millisecond
 	if cfg != nil {
 		cfg(&c)
@@ -710,7 +710,7 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, o mconnOpts) *mconnNet {
 		}
 		require.NoError(tb, chain.Populate(bs, ss, from, chain.Height()-1))
 		conns := newAppConns(tb, kvapp.New(kvapp.Options{}))
-		cfg := TestConfig()
+		cfg := testConfig()
 		if o.server != nil {
 			o.server(&cfg)
 		}
@@ -721,7 +721,7 @@ func newMConnNet(tb testing.TB, chain *chaingen.Chain, o mconnOpts) *mconnNet {
 		reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
 	}
 	conns := newAppConns(tb, kvapp.New(kvapp.Options{}))
-	cfg := TestConfig()
+	cfg := testConfig()
 	if o.fresh != nil {
 		o.fresh(&cfg)
 	}

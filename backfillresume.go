@@ -195,9 +195,9 @@ func (r *Reactor) startBackfill(run func(ctx context.Context) (BackfillResult, e
 	r.bfDone, r.lastBackfill = done, nil
 	r.mtx.Unlock()
 	started := r.goFunc(func(ctx context.Context) {
-		r.metrics.SetBackfilling(true)
+		r.metrics.setBackfilling(true)
 		res, err := run(ctx)
-		r.metrics.SetBackfilling(false)
+		r.metrics.setBackfilling(false)
 		res.Err = err
 		r.setBackfillResult(&res, done)
 	})

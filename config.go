@@ -263,18 +263,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// TestConfig returns DefaultConfig with timeouts short enough for tests on
-// one machine.
-func TestConfig() Config {
-	c := DefaultConfig()
-	c.DiscoveryTime = 200 * time.Millisecond
-	c.DiscoveryTimeout = 5 * time.Second
-	c.ChunkRequestTimeout = 2 * time.Second
-	c.VerifyTimeout = 5 * time.Second
-	c.LightBlockTimeout = 2 * time.Second
-	return c
-}
-
 // FromCometBFT starts from a node's [statesync] section: its keys are
 // copied, ours keep their defaults, except that DiscoveryTimeout is at
 // least twice DiscoveryTime. discovery_time is copied as is, 0 included: 0

@@ -14,7 +14,7 @@ var validTrustHash = strings.Repeat("ab", 32)
 
 func TestConfigDefaultsAreValid(t *testing.T) {
 	require.NoError(t, DefaultConfig().ValidateBasic())
-	require.NoError(t, TestConfig().ValidateBasic())
+	require.NoError(t, testConfig().ValidateBasic())
 	d := DefaultConfig()
 	require.False(t, d.Enable)
 	require.True(t, d.Backfill)

@@ -133,7 +133,7 @@ func newTestNet(t testing.TB, o netOpts) *testNet {
 		if serving {
 			require.NoError(t, chain.Populate(n.blockStore, n.stateStore, 1, o.height+3))
 		}
-		cfg := TestConfig()
+		cfg := testConfig()
 		if o.cfg != nil {
 			o.cfg(&cfg)
 		}
@@ -230,7 +230,7 @@ func newLateServer(t *testing.T, tn *testNet, app *kvapp.App) *p2ptest.Node {
 	bs := store.NewBlockStore(dbm.NewMemDB())
 	require.NoError(t, tn.chain.Populate(bs, ss, 1, tn.height+3))
 	conns := newAppConns(t, app)
-	cfg := TestConfig()
+	cfg := testConfig()
 	cfg.TempDir = t.TempDir()
 	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), StateStore: ss, BlockStore: bs})
 	require.NoError(t, err)
@@ -266,4 +266,17 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, reason string) fl
 		}
 	}
 	return 0
+}
+
+// testConfig returns DefaultConfig with timeouts short enough for tests on
+// one machine (localnet.FastConfig is the same for tests outside this
+// package, which cannot import it).
+func testConfig() Config {
+	c := DefaultConfig()
+	c.DiscoveryTime = 200 * time.Millisecond
+	c.DiscoveryTimeout = 5 * time.Second
+	c.ChunkRequestTimeout = 2 * time.Second
+	c.VerifyTimeout = 5 * time.Second
+	c.LightBlockTimeout = 2 * time.Second
+	return c
 }

@@ -21,7 +21,11 @@ const maxReasonLabels = 32
 
 // Metricer reads the progress counters of a Reactor (the interface of
 // CometBFT's and Tendermint's state sync metrics). Every method is safe to
-// call concurrently, at any time, also before the first Sync.
+// call concurrently, at any time, also before the first Sync. An embedder
+// gets one from Reactor.Metricer. The method names, BackFilledBlocks and
+// BackFillBlocksTotal included, are Tendermint v0.35's, kept as they are so
+// that code written against that interface compiles unchanged; the
+// Prometheus series and everything else here say "backfill".
 type Metricer interface {
 	// TotalSnapshots is the number of distinct snapshots discovered.
 	TotalSnapshots() int64
@@ -52,9 +56,9 @@ type Metrics struct {
 	chunksTotal    atomic.Int64
 	backfilled     atomic.Int64
 	backfillTotal  atomic.Int64
-	backfillStart  atomic.Int64 // unix nanoseconds of SetBackfillTotal
+	backfillStart  atomic.Int64 // unix nanoseconds of setBackfillTotal
 	peers          atomic.Int64
-	discoveryRound atomic.Int64
+	rounds         atomic.Int64
 	backfilling    atomic.Bool
 	fallbacks      atomic.Int64
 
@@ -249,12 +253,12 @@ func (m *Metrics) TotalSnapshots() int64 {
 }
 
 // ChunkProcessAvgTime implements Metricer: the mean over the chunks applied
-// since the last SetSnapshot.
+// since the last setSnapshot.
 func (m *Metrics) ChunkProcessAvgTime() time.Duration {
 	if m == nil {
 		return 0
 	}
-	// The two loads are not one snapshot; a concurrent ChunkApplied can
+	// The two loads are not one snapshot; a concurrent chunkApplied can
 	// skew one reading by a chunk, never corrupt it.
 	n := m.applied.Load()
 	if n <= 0 {
@@ -303,7 +307,7 @@ func (m *Metrics) BackFillBlocksTotal() int64 {
 	return m.backfillTotal.Load()
 }
 
-// Peers returns the last value given to SetPeers.
+// Peers returns the last value given to setPeers.
 func (m *Metrics) Peers() int64 {
 	if m == nil {
 		return 0
@@ -311,16 +315,16 @@ func (m *Metrics) Peers() int64 {
 	return m.peers.Load()
 }
 
-// DiscoveryRounds returns the number of DiscoveryRound calls.
+// DiscoveryRounds returns the number of discovery rounds.
 func (m *Metrics) DiscoveryRounds() int64 {
 	if m == nil {
 		return 0
 	}
-	return m.discoveryRound.Load()
+	return m.rounds.Load()
 }
 
 // BackfillRate returns the mean backfill rate in blocks per second since
-// the last SetBackfillTotal (0 before).
+// the last setBackfillTotal (0 before).
 func (m *Metrics) BackfillRate() float64 {
 	if m == nil {
 		return 0
@@ -344,8 +348,8 @@ func (m *Metrics) backfillRate(now time.Time) float64 {
 	return rate
 }
 
-// SetSyncing marks a Sync as running (true) or ended (false).
-func (m *Metrics) SetSyncing(on bool) {
+// setSyncing marks a Sync as running (true) or ended (false).
+func (m *Metrics) setSyncing(on bool) {
 	if m == nil || m.prom == nil {
 		return
 	}
@@ -356,8 +360,8 @@ func (m *Metrics) SetSyncing(on bool) {
 	m.prom.active.Set(v)
 }
 
-// SetPeers records the number of connected peers.
-func (m *Metrics) SetPeers(n int) {
+// setPeers records the number of connected peers.
+func (m *Metrics) setPeers(n int) {
 	if m == nil {
 		return
 	}
@@ -367,19 +371,19 @@ func (m *Metrics) SetPeers(n int) {
 	}
 }
 
-// DiscoveryRound counts one round of asking peers for snapshots.
-func (m *Metrics) DiscoveryRound() {
+// discoveryRound counts one round of asking peers for snapshots.
+func (m *Metrics) discoveryRound() {
 	if m == nil {
 		return
 	}
-	m.discoveryRound.Add(1)
+	m.rounds.Add(1)
 	if m.prom != nil {
 		m.prom.discoveryRounds.Inc()
 	}
 }
 
-// SnapshotDiscovered counts a new distinct snapshot.
-func (m *Metrics) SnapshotDiscovered() {
+// snapshotDiscovered counts a new distinct snapshot.
+func (m *Metrics) snapshotDiscovered() {
 	if m == nil {
 		return
 	}
@@ -389,18 +393,18 @@ func (m *Metrics) SnapshotDiscovered() {
 	}
 }
 
-// SnapshotRejected counts a snapshot given up for reason (a short label
+// snapshotRejected counts a snapshot given up for reason (a short label
 // such as "app", "format", "sender", "verify").
-func (m *Metrics) SnapshotRejected(reason string) {
+func (m *Metrics) snapshotRejected(reason string) {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.snapshotRejected.WithLabelValues(m.reason(reason)).Inc()
 }
 
-// SetSnapshot records the snapshot about to be restored and resets the
+// setSnapshot records the snapshot about to be restored and resets the
 // chunk counters and the mean apply time.
-func (m *Metrics) SetSnapshot(height, chunks int64) {
+func (m *Metrics) setSnapshot(height, chunks int64) {
 	if m == nil {
 		return
 	}
@@ -415,8 +419,8 @@ func (m *Metrics) SetSnapshot(height, chunks int64) {
 	}
 }
 
-// ChunkFetched counts a chunk of n bytes received and spooled.
-func (m *Metrics) ChunkFetched(n int) {
+// chunkFetched counts a chunk of n bytes received and spooled.
+func (m *Metrics) chunkFetched(n int) {
 	if m == nil || m.prom == nil {
 		return
 	}
@@ -424,8 +428,8 @@ func (m *Metrics) ChunkFetched(n int) {
 	m.prom.chunkBytes.Add(float64(max(n, 0)))
 }
 
-// ChunkApplied counts a chunk the application applied in d.
-func (m *Metrics) ChunkApplied(d time.Duration) {
+// chunkApplied counts a chunk the application applied in d.
+func (m *Metrics) chunkApplied(d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -438,59 +442,59 @@ func (m *Metrics) ChunkApplied(d time.Duration) {
 	}
 }
 
-// ChunkTimeout counts a chunk request that timed out.
-func (m *Metrics) ChunkTimeout() {
+// chunkTimeout counts a chunk request that timed out.
+func (m *Metrics) chunkTimeout() {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.chunkTimeouts.Inc()
 }
 
-// PeerPunished counts a peer disconnected for reason (a short label).
-func (m *Metrics) PeerPunished(reason string) {
+// peerPunished counts a peer disconnected for reason (a short label).
+func (m *Metrics) peerPunished(reason string) {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.peersPunished.WithLabelValues(m.reason(reason)).Inc()
 }
 
-// Unsolicited counts a late, duplicate or unsolicited response dropped.
-func (m *Metrics) Unsolicited() {
+// unsolicited counts a late, duplicate or unsolicited response dropped.
+func (m *Metrics) unsolicited() {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.unsolicited.Inc()
 }
 
-// RequestDropped counts an inbound request dropped by the serving caps.
-func (m *Metrics) RequestDropped() {
+// requestDropped counts an inbound request dropped by the serving caps.
+func (m *Metrics) requestDropped() {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.requestsDropped.Inc()
 }
 
-// ResponseDropped counts a response dropped because the peer's send queue
+// responseDropped counts a response dropped because the peer's send queue
 // was full.
-func (m *Metrics) ResponseDropped() {
+func (m *Metrics) responseDropped() {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.responsesDropped.Inc()
 }
 
-// RequestThrottled counts an inbound request held back because the peer
+// requestThrottled counts an inbound request held back because the peer
 // was over its serving budget (once per request).
-func (m *Metrics) RequestThrottled() {
+func (m *Metrics) requestThrottled() {
 	if m == nil || m.prom == nil {
 		return
 	}
 	m.prom.requestsThrottle.Inc()
 }
 
-// SetBackfillTotal starts a backfill of at most n blocks: it resets the
+// setBackfillTotal starts a backfill of at most n blocks: it resets the
 // backfilled count and the rate clock.
-func (m *Metrics) SetBackfillTotal(n int64) {
+func (m *Metrics) setBackfillTotal(n int64) {
 	if m == nil {
 		return
 	}
@@ -504,8 +508,8 @@ func (m *Metrics) SetBackfillTotal(n int64) {
 	}
 }
 
-// BlockBackfilled counts a backfilled block.
-func (m *Metrics) BlockBackfilled() {
+// blockBackfilled counts a backfilled block.
+func (m *Metrics) blockBackfilled() {
 	if m == nil {
 		return
 	}
@@ -516,8 +520,8 @@ func (m *Metrics) BlockBackfilled() {
 	}
 }
 
-// SetBackfilling marks a background backfill as running (true) or ended.
-func (m *Metrics) SetBackfilling(on bool) {
+// setBackfilling marks a background backfill as running (true) or ended.
+func (m *Metrics) setBackfilling(on bool) {
 	if m == nil {
 		return
 	}

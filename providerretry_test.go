@@ -80,7 +80,7 @@ func TestRPCProviderUnreachableIsRetried(t *testing.T) {
 		servers = append(servers, l.Addr().String())
 		require.NoError(t, l.Close())
 	}
-	cfg := TestConfig()
+	cfg := testConfig()
 	cfg.RPCServers = servers
 	cfg.TrustHeight, cfg.TrustHash = 1, fmt.Sprintf("%X", c.TrustOptions(1, time.Hour).Hash)
 	r := &Reactor{cfg: cfg, logger: log.NewNopLogger(), deps: Deps{Genesis: c.GenesisState()}}

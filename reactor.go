@@ -59,13 +59,22 @@ type Deps struct {
 // Reactor serves snapshots, chunks, light blocks and consensus params to
 // peers, and restores this node from a snapshot with Sync.
 //
-// It implements CometBFT's p2p.Reactor, so it can be added to a classic or a
-// libp2p switch. Other p2p layers use AttachRouter, PeerUp, PeerDown and
-// Deliver instead.
+// It has two peer APIs, for two kinds of p2p layer; an embedder uses one of
+// them, never both:
+//   - CometBFT's p2p.Reactor (AddPeer, RemovePeer, Receive, set up by the
+//     switch through SetSwitch), so it can be added to a classic or a
+//     libp2p switch;
+//   - AttachRouter, PeerUp, PeerDown and Deliver, for any other p2p layer.
 //
-// Receive (and Deliver) never do app or disk I/O on the caller's goroutine:
+// The first is a thin adapter over the second: AddPeer calls PeerUp,
+// RemovePeer calls PeerDown and Receive calls Deliver.
+//
+// Receive (and Deliver) never call the app on the caller's goroutine:
 // requests are queued for a bounded pool of serving workers (Config.
-// ServeWorkers), with per-peer caps on queued and running requests.
+// ServeWorkers), with per-peer caps on queued and running requests. The one
+// disk write they do is a chunk a running Sync keeps, written to the spool
+// on the goroutine that delivered it (as CometBFT's own reactor does), which
+// paces each peer to the disk.
 type Reactor struct {
 	p2p.BaseReactor
 
@@ -322,7 +331,7 @@ func (r *Reactor) Receive(e p2p.Envelope) {
 func (r *Reactor) PeerUp(id p2p.ID, channels []byte) {
 	r.peers.add(id, channels)
 	n := r.peers.len()
-	r.metrics.SetPeers(n)
+	r.metrics.setPeers(n)
 	if s := r.activeSyncer(); s != nil {
 		r.progress.update(func(p *Progress) { p.Peers = n })
 		s.peerUp(id)
@@ -336,7 +345,7 @@ func (r *Reactor) PeerDown(id p2p.ID) {
 		return
 	}
 	n := r.peers.len()
-	r.metrics.SetPeers(n)
+	r.metrics.setPeers(n)
 	r.serveQ.dropPeer(id)
 	r.serveLim.removePeer(id)
 	r.dispatcher.removePeer(id)
@@ -374,7 +383,7 @@ func (r *Reactor) Deliver(peer p2p.ID, chID byte, msg proto.Message) {
 	case *ssproto.SnapshotsResponse:
 		s := r.activeSyncer()
 		if s == nil {
-			r.metrics.Unsolicited()
+			r.metrics.unsolicited()
 			r.logger.Debug("Dropping snapshot: no sync in progress", "peer", peer)
 			return
 		}
@@ -383,7 +392,7 @@ func (r *Reactor) Deliver(peer p2p.ID, chID byte, msg proto.Message) {
 	case *ssproto.ChunkResponse:
 		s := r.activeSyncer()
 		if s == nil {
-			r.metrics.Unsolicited()
+			r.metrics.unsolicited()
 			r.logger.Debug("Dropping chunk: no sync in progress", "peer", peer)
 			return
 		}
@@ -405,7 +414,7 @@ func (r *Reactor) countResponseErr(peer p2p.ID, err error) {
 	case errors.Is(err, ErrPeerMisbehaved):
 		r.punish(peer, err)
 	default:
-		r.metrics.Unsolicited()
+		r.metrics.unsolicited()
 		r.logger.Debug("Dropped response", "peer", peer, "err", err)
 	}
 }
@@ -452,7 +461,7 @@ func (r *Reactor) sendFunc() func(p2p.ID, byte, proto.Message) bool {
 // punish disconnects peer for cause and counts it.
 func (r *Reactor) punish(peer p2p.ID, err error) {
 	r.logger.Info("Disconnecting peer", "peer", peer, "err", err)
-	r.metrics.PeerPunished(reasonLabel(err))
+	r.metrics.peerPunished(reasonLabel(err))
 	r.router().Punish(peer, err)
 }
 
@@ -470,6 +479,11 @@ func reasonLabel(err error) string {
 		return "misbehaved"
 	}
 }
+
+// Metricer returns the Reactor's progress counters (the Metricer of
+// Deps.Metrics, or of the NopMetrics used when that was nil). Safe to call
+// at any time, from any goroutine.
+func (r *Reactor) Metricer() Metricer { return r.metrics }
 
 // LastBackfill returns the outcome of the last background backfill
 // (started by Sync, StartBackfill or ResumeBackfill) once it has ended, or

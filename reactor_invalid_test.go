@@ -21,7 +21,7 @@ import (
 func newBareReactor(t *testing.T, metrics *Metrics) *Reactor {
 	t.Helper()
 	conns := newAppConns(t, kvapp.New(kvapp.Options{}))
-	r, err := NewReactor(TestConfig(), Deps{
+	r, err := NewReactor(testConfig(), Deps{
 		Snapshots: conns.Snapshot(), Query: conns.Query(),
 		StateStore: sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{}), BlockStore: store.NewBlockStore(dbm.NewMemDB()),
 		Metrics: metrics,

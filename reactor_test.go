@@ -20,7 +20,7 @@ func TestSyncRestoresFromThreePeers(t *testing.T) {
 	snap := tn.source.Snapshot(uint64(tn.height))
 	bytes := len(tn.source.Data()) * (2048 + 12)
 	t.Logf("restored %d chunks (~%.1f MB) of %d KiB from 3 peers in %v: %.1f MB/s (incl. %v discovery)",
-		snap.Chunks, float64(bytes)/1e6, 64, took, float64(bytes)/1e6/took.Seconds(), TestConfig().DiscoveryTime)
+		snap.Chunks, float64(bytes)/1e6, 64, took, float64(bytes)/1e6/took.Seconds(), testConfig().DiscoveryTime)
 
 	// The app holds the source's state.
 	require.Equal(t, tn.source.AppHash(), tn.fresh.app.AppHash())

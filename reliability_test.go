@@ -565,7 +565,7 @@ func newServingReactor(t *testing.T, tn *testNet, app *kvapp.App) *Reactor {
 	bs := store.NewBlockStore(dbm.NewMemDB())
 	require.NoError(t, tn.chain.Populate(bs, ss, 1, tn.height+3))
 	conns := newAppConns(t, app)
-	cfg := TestConfig()
+	cfg := testConfig()
 	cfg.TempDir = t.TempDir()
 	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), StateStore: ss, BlockStore: bs,
 		Logger: log.NewNopLogger()})

@@ -55,7 +55,7 @@ func (s *syncer) addChunk(peer p2p.ID, m *ssproto.ChunkResponse) {
 	t := s.target
 	s.inMtx.Unlock()
 	if t == nil {
-		s.r.metrics.Unsolicited()
+		s.r.metrics.unsolicited()
 		return
 	}
 	in := inChunk{peer: peer, msg: m, reply: make(chan chunkGrant, 1)}
@@ -297,7 +297,7 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 				break // the peers' answers wait for us: no deadline runs
 			}
 			for _, req := range a.sched.expire(time.Now()) {
-				a.r.metrics.ChunkTimeout()
+				a.r.metrics.chunkTimeout()
 				a.r.logger.Debug("Chunk request timed out", "peer", req.peer, "chunk", req.index)
 			}
 		case jobs <- job:
@@ -458,12 +458,12 @@ func (a *restoreAttempt) onChunk(in inChunk) (chunkGrant, error) {
 	case verdictStale:
 		return chunkGrant{}, nil
 	case verdictStrike:
-		a.r.metrics.Unsolicited()
+		a.r.metrics.unsolicited()
 		a.r.logger.Debug("Unsolicited chunk response", "peer", in.peer, "height", m.Height, "chunk", m.Index,
 			"missing", m.Missing)
 		return chunkGrant{}, nil
 	case verdictPunish:
-		a.r.metrics.Unsolicited()
+		a.r.metrics.unsolicited()
 		a.s.rejectPeer(in.peer, fmt.Errorf("%w: more than %d unsolicited, duplicate or repeated chunk responses",
 			ErrPeerMisbehaved, maxChunkStrikes))
 		return chunkGrant{}, nil
@@ -474,7 +474,7 @@ func (a *restoreAttempt) onChunk(in inChunk) (chunkGrant, error) {
 	}
 	a.recv += size
 	a.s.totalRecv += size
-	a.r.metrics.ChunkFetched(len(m.Chunk))
+	a.r.metrics.chunkFetched(len(m.Chunk))
 	if a.writing[m.Index] > 0 {
 		// The file of an earlier copy, discarded since, is still being
 		// written or removed: two writers must not race on one file.
@@ -647,7 +647,7 @@ func (a *restoreAttempt) rejectSenders(res applyResult, accepted bool) bool {
 func (a *restoreAttempt) result(res applyResult, accepted bool) error {
 	switch res.resp.Result {
 	case abci.ResponseApplySnapshotChunk_ACCEPT:
-		a.r.metrics.ChunkApplied(res.took)
+		a.r.metrics.chunkApplied(res.took)
 		if accepted && res.index == a.nextApply {
 			a.nextApply++
 		}

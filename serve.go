@@ -216,7 +216,7 @@ func (r *Reactor) enqueueRequest(peer p2p.ID, chID byte, msg proto.Message) {
 	if r.serveQ.push(serveJob{peer: peer, ch: chID, msg: msg}) {
 		return
 	}
-	r.metrics.RequestDropped()
+	r.metrics.requestDropped()
 	r.logger.Debug("Dropping request: peer has too many queued", "peer", peer, "msg", fmt.Sprintf("%T", msg))
 	if err := r.serveLim.refused(peer); err != nil {
 		r.punish(peer, err)
@@ -238,7 +238,7 @@ func (r *Reactor) jobReady(j serveJob) bool {
 		ok = true
 	}
 	if !ok && !j.deferred {
-		r.metrics.RequestThrottled()
+		r.metrics.requestThrottled()
 	}
 	return ok
 }
@@ -352,7 +352,7 @@ func (r *Reactor) respond(peer p2p.ID, ch byte, msg proto.Message) bool {
 		r.serveLim.delivered(peer)
 		return true
 	}
-	r.metrics.ResponseDropped()
+	r.metrics.responseDropped()
 	if r.peers.has(peer, ch) {
 		if err := r.serveLim.stall(peer); err != nil {
 			r.punish(peer, err)

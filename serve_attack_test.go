@@ -114,7 +114,7 @@ func newServeFixture(t *testing.T, chunkSize, nChunks int, clock *fakeClock) *se
 	m, err := NewMetrics(reg, "test")
 	require.NoError(t, err)
 	conns := newAppConns(t, app)
-	r, err := NewReactor(TestConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), Metrics: m})
+	r, err := NewReactor(testConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), Metrics: m})
 	require.NoError(t, err)
 	if clock != nil {
 		r.serveLim = newServeLimiter(r.cfg, clock.now)

@@ -249,7 +249,7 @@ func newLightServer(t *testing.T, clk *fakeClock, cost time.Duration, tune func(
 	m, err := NewMetrics(reg, "test")
 	require.NoError(t, err)
 	conns := newAppConns(t, kvapp.New(kvapp.Options{}))
-	cfg := TestConfig()
+	cfg := testConfig()
 	if tune != nil {
 		tune(&cfg)
 	}

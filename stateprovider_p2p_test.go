@@ -306,7 +306,7 @@ func TestSyncOverP2PThenBackfill(t *testing.T) {
 		ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
 		require.NoError(t, chain.Populate(bs, ss, 1, height+3))
 		conns := newAppConns(t, kvapp.New(appOpts))
-		r, err := NewReactor(TestConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
+		r, err := NewReactor(testConfig(), Deps{Snapshots: conns.Snapshot(), Query: conns.Query(),
 			StateStore: ss, BlockStore: bs, Genesis: chain.GenesisState(), Logger: log.NewNopLogger()})
 		require.NoError(t, err)
 		reactors = append(reactors, map[string]p2p.Reactor{"STATESYNC": r})
@@ -315,7 +315,7 @@ func TestSyncOverP2PThenBackfill(t *testing.T) {
 	conns := newAppConns(t, freshApp)
 	blockDB, stateDB := dbm.NewMemDB(), dbm.NewMemDB()
 	trust := chain.TrustOptions(1, 24*time.Hour)
-	cfg := TestConfig()
+	cfg := testConfig()
 	cfg.UseP2P = true
 	cfg.RPCServers = nil
 	cfg.TempDir = t.TempDir()

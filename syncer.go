@@ -94,13 +94,13 @@ func (r *Reactor) Sync(ctx context.Context) (sm.State, error) {
 	}
 	r.syncer = s
 	r.mtx.Unlock()
-	r.metrics.SetSyncing(true)
+	r.metrics.setSyncing(true)
 	release := func() {
 		r.mtx.Lock()
 		r.syncer = nil
 		r.mtx.Unlock()
 		s.cleanup()
-		r.metrics.SetSyncing(false)
+		r.metrics.setSyncing(false)
 	}
 
 	state, err := r.sync(ctx, s)
@@ -276,7 +276,7 @@ func (s *syncer) addSnapshot(peer p2p.ID, m *ssproto.SnapshotsResponse) {
 		s.excess[peer]++
 		flood := s.excess[peer] > snapshotSlack
 		s.inMtx.Unlock()
-		s.r.metrics.Unsolicited()
+		s.r.metrics.unsolicited()
 		s.r.logger.Debug("Dropping unsolicited snapshot", "peer", peer, "height", m.Height)
 		if flood {
 			s.r.punish(peer, fmt.Errorf("%w: %w: more than %d snapshot advertisements beyond those asked for",
@@ -362,7 +362,7 @@ func (s *syncer) dropSpool(snap *snapshot) {
 func (s *syncer) requestSnapshots(peers ...p2p.ID) {
 	if len(peers) == 0 {
 		peers = s.r.peers.capable(SnapshotChannel, ChunkChannel)
-		s.r.metrics.DiscoveryRound()
+		s.r.metrics.discoveryRound()
 	}
 	for _, id := range peers {
 		if s.pool.isRejectedPeer(id) || !s.r.peers.has(id, SnapshotChannel) {
@@ -400,7 +400,7 @@ func (s *syncer) handleInbox(onSnapshot func(peer p2p.ID, snap *snapshot), onPee
 			continue
 		}
 		if isNew {
-			s.r.metrics.SnapshotDiscovered()
+			s.r.metrics.snapshotDiscovered()
 			s.r.logger.Info("Discovered snapshot", "height", snap.Height, "format", snap.Format,
 				"chunks", snap.Chunks, "hash", fmt.Sprintf("%X", snap.Hash), "peer", in.peer)
 			n := s.pool.size()
@@ -570,7 +570,7 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	default:
 		s.pool.reject(snap, err)
-		s.r.metrics.SnapshotRejected("verify")
+		s.r.metrics.snapshotRejected("verify")
 		return fmt.Errorf("%w: %s at height %d: %w", ErrVerifyFailed, what, snap.Height, err)
 	}
 }
@@ -603,7 +603,7 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 			return sm.State{}, nil, s.totalRecv > recvBefore, err
 		}
 		logger.Info("Snapshot accepted; restoring", "chunks", snap.Chunks)
-		r.metrics.SetSnapshot(int64(snap.Height), int64(snap.Chunks))
+		r.metrics.setSnapshot(int64(snap.Height), int64(snap.Chunks))
 		err := s.restore(ctx, snap)
 		progressed := s.totalRecv > recvBefore
 		switch {
@@ -619,7 +619,7 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 				s.punishForgers(snap, err)
 			}
 			s.pool.reject(snap, err)
-			r.metrics.SnapshotRejected("app")
+			r.metrics.snapshotRejected("app")
 			return sm.State{}, nil, progressed, err
 		case errors.Is(err, ErrNoPeers):
 			return sm.State{}, nil, progressed, s.stalled(snap, err)
@@ -631,7 +631,7 @@ func (s *syncer) trySnapshot(ctx context.Context, snap *snapshot) (sm.State, *ty
 				s.punishForgers(snap, err)
 			}
 			s.pool.reject(snap, err)
-			r.metrics.SnapshotRejected("verify")
+			r.metrics.snapshotRejected("verify")
 			return sm.State{}, nil, progressed, err
 		}
 		return state, commit, true, nil
@@ -686,7 +686,7 @@ func (s *syncer) stalled(snap *snapshot, err error) error {
 	s.stalls[snap.key]++
 	if n := s.stalls[snap.key]; n >= maxSnapshotStalls {
 		s.pool.reject(snap, err)
-		s.r.metrics.SnapshotRejected("stalled")
+		s.r.metrics.snapshotRejected("stalled")
 		return fmt.Errorf("%w: height %d stalled %d times: %w", ErrRejectSnapshot, snap.Height, n, err)
 	}
 	s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
@@ -711,17 +711,17 @@ func (s *syncer) offer(ctx context.Context, snap *snapshot, appHash []byte) erro
 		return fmt.Errorf("%w: OfferSnapshot at height %d", ErrAbort, snap.Height)
 	case abci.ResponseOfferSnapshot_REJECT:
 		s.pool.reject(snap, ErrRejectSnapshot)
-		s.r.metrics.SnapshotRejected("app")
+		s.r.metrics.snapshotRejected("app")
 		return fmt.Errorf("%w: the app rejected it (height %d, format %d)", ErrRejectSnapshot, snap.Height, snap.Format)
 	case abci.ResponseOfferSnapshot_REJECT_FORMAT:
 		s.pool.rejectFormat(snap.Format)
-		s.r.metrics.SnapshotRejected("format")
+		s.r.metrics.snapshotRejected("format")
 		return fmt.Errorf("%w: the app rejected format %d", ErrRejectSnapshot, snap.Format)
 	case abci.ResponseOfferSnapshot_REJECT_SENDER:
 		for _, peer := range s.pool.peersOf(snap) {
 			s.rejectPeer(peer, fmt.Errorf("%w: the app rejected its snapshot at height %d", ErrPeerMisbehaved, snap.Height))
 		}
-		s.r.metrics.SnapshotRejected("sender")
+		s.r.metrics.snapshotRejected("sender")
 		return fmt.Errorf("%w: the app rejected the senders of height %d", ErrRejectSnapshot, snap.Height)
 	default:
 		return fmt.Errorf("OfferSnapshot at height %d: unknown result %v", snap.Height, resp.Result)

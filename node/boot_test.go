@@ -58,7 +58,7 @@ func TestRebootBeforeFirstBlock(t *testing.T) {
 		cfg.P2P.PexReactor = false // its address book writes config/ after Stop returns
 		cfg.P2P.ListenAddress, err = localnet.FreeAddress()
 		require.NoError(t, err)
-		ssCfg := statesync.TestConfig()
+		ssCfg := localnet.FastConfig()
 		ssCfg.Enable, ssCfg.UseP2P = true, true // a synced node does not sync again
 		ssCfg.TrustHeight, ssCfg.TrustHash = 1, chain.Block(1).Hash().String()
 		ssCfg.Backfill = false

@@ -8,7 +8,7 @@
 //
 //	n, err := node.New(node.Options{
 //		Config:        cmtConfig,            // *cmtcfg.Config, as for node.NewNode
-//		StateSync:     ssConfig,             // statesync.Config (FromCometBFT + our keys)
+//		StateSync:     &ssConfig,            // *statesync.Config (FromCometBFT + our keys)
 //		PrivValidator: pv, NodeKey: nodeKey,
 //		ClientCreator: proxy.NewLocalClientCreator(app),
 //		Genesis:       cmtnode.DefaultGenesisDocProviderFunc(cmtConfig),

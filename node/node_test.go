@@ -36,7 +36,7 @@ func joinConfig(t *testing.T, net *localnet.Network) statesync.Config {
 	t.Helper()
 	h, hash, err := net.TrustRoot(1)
 	require.NoError(t, err)
-	cfg := statesync.TestConfig()
+	cfg := localnet.FastConfig()
 	cfg.Enable, cfg.UseP2P = true, true
 	cfg.TrustHeight, cfg.TrustHash = h, hash
 	cfg.TempDir = t.TempDir()

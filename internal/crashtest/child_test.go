@@ -19,6 +19,7 @@ import (
 
 	"github.com/statesync/statesync"
 	"github.com/statesync/statesync/internal/kvapp"
+	"github.com/statesync/statesync/internal/localnet"
 	"github.com/statesync/statesync/node"
 )
 
@@ -75,7 +76,7 @@ func runChild() int {
 		fmt.Fprintln(os.Stderr, "bad trust:", err)
 		return 2
 	}
-	ss := statesync.TestConfig()
+	ss := localnet.FastConfig()
 	ss.Enable, ss.UseP2P = true, true
 	ss.TrustHeight, ss.TrustHash = trustH, trustHash
 	ss.TempDir = filepath.Join(home, "spool")

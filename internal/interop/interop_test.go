@@ -70,7 +70,7 @@ func TestOursRestoresFromStockCometBFT(t *testing.T) {
 
 	h, hash, err := net.TrustRoot(1)
 	require.NoError(t, err)
-	cfg := statesync.TestConfig()
+	cfg := localnet.FastConfig()
 	cfg.Enable = true
 	cfg.RPCServers = net.RPCServers()
 	cfg.TrustHeight, cfg.TrustHash = h, hash
