@@ -56,7 +56,7 @@ fmt:
 ## BENCHMARKS.md tables (about 5 minutes on 2 cores; BENCHFLAGS=-quick for a
 ## short check).
 bench:
-	$(GO) run ./bench -md $(BENCHFLAGS)
+	$(GO) run ./cmd/bench -md $(BENCHFLAGS)
 	$(MAKE) bench-cosmos
 
 ## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (over 100 MB) restored from

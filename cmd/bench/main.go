@@ -1,5 +1,5 @@
 // Command bench measures the library against CometBFT v0.40's built-in
-// state sync reactor (`make bench`, or `go run ./bench -h` for the knobs):
+// state sync reactor (`make bench`, or `go run ./cmd/bench -h` for the knobs):
 //
 //   - restore: the same snapshot restored from the same serving peers over
 //     real MConnections (loopback TCP, CometBFT's default 5 120 000 B/s per
@@ -158,7 +158,7 @@ func main() {
 	if c.verbose {
 		logger = log.NewFilter(log.NewTMLogger(log.NewSyncWriter(os.Stderr)), log.AllowInfo())
 	}
-	fmt.Printf("# go run ./bench %s\n# %s, %d CPUs, %s\n\n", strings.Join(os.Args[1:], " "),
+	fmt.Printf("# go run ./cmd/bench %s\n# %s, %d CPUs, %s\n\n", strings.Join(os.Args[1:], " "),
 		runtime.Version(), runtime.NumCPU(), time.Now().Format("2006-01-02"))
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
