@@ -46,6 +46,7 @@ type attackOutcome struct {
 	took     time.Duration
 	heap     uint64 // peak heap growth of the whole process during the run
 	punished bool   // every attacker was punished (disconnected for cause, or reported and left out)
+	named    bool   // the error names the attacker (rows that refuse)
 	note     string
 }
 
@@ -286,7 +287,22 @@ func attackScenarios() []attackScenario {
 					return []proto.Message{msg}
 				})
 			}},
+		{kind: "params forger (P2P: hashed params fields)", punishable: true, mustComplete: true,
+			note: "params that do not hash to the verified header's ConsensusHash are provably forged: dropped, the sender punished, the rest decide",
+			run: func(t *testing.T, attack bool) attackOutcome {
+				return p2pAttack(t, attack, func(_ p2p.ID, ch byte, msg proto.Message) []proto.Message {
+					if m, ok := msg.(*ssproto.ParamsResponse); ok {
+						forged := *m
+						b := *m.ConsensusParams.Block
+						b.MaxGas += 7
+						forged.ConsensusParams.Block = &b
+						return []proto.Message{&forged}
+					}
+					return []proto.Message{msg}
+				})
+			}},
 		{kind: "params forger (P2P: unhashed params fields)", punishable: false, mustComplete: false,
+			note: "refused safely, as designed: no header commits to these fields (ConsensusHash covers only Block.MaxBytes/MaxGas), so no vote can tell the honest answer from the forged one and nothing is installed; each round asks every connected peer afresh and fails transiently (the snapshot is deferred, not rejected) until discovery_timeout, then Sync fails with ErrAllSnapshotsRejected wrapping ErrProvidersDisagree, naming who sent what. Not punished: nothing proves which side lies",
 			run: func(t *testing.T, attack bool) attackOutcome {
 				return p2pAttack(t, attack, func(_ p2p.ID, ch byte, msg proto.Message) []proto.Message {
 					if m, ok := msg.(*ssproto.ParamsResponse); ok {
@@ -463,8 +479,10 @@ func p2pAttack(t *testing.T, attack bool, mutate func(p2p.ID, byte, proto.Messag
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	_, err := syncNet(t, tn, ctx)
+	attacker := tn.nodes[len(tn.servers)-1].ID()
 	return attackOutcome{err: err, took: time.Since(start), heap: w.growth(),
-		punished: attack && tn.disconnected(len(tn.servers)-1)}
+		punished: attack && tn.disconnected(len(tn.servers)-1),
+		named:    attack && err != nil && strings.Contains(err.Error(), string(attacker))}
 }
 
 // backfillForger: backfill from an honest peer, with a second peer serving
@@ -602,6 +620,9 @@ func TestReliabilityAttacks(t *testing.T) {
 				require.NoError(t, r.attacked.err, "the sync completes with honest peers present")
 			} else {
 				require.ErrorIs(t, r.attacked.err, ErrAllSnapshotsRejected, "refused, never installed")
+				require.ErrorIs(t, r.attacked.err, ErrProvidersDisagree)
+				require.ErrorIs(t, r.attacked.err, ErrProviderTransient)
+				require.True(t, r.attacked.named, "the error names the disagreeing peer: %v", r.attacked.err)
 			}
 			if sc.punishable {
 				require.True(t, r.attacked.punished, "the attacker is punished")
@@ -640,7 +661,11 @@ func printAttackTable(w *os.File, rows []attackRow) {
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, r := range rows {
 		completes := "yes"
-		if r.attacked.err != nil {
+		switch {
+		case r.attacked.err != nil && !r.sc.mustComplete && r.attacked.named:
+			completes = "refused safely: Sync failed (transient) with ErrAllSnapshotsRejected wrapping " +
+				"ErrProvidersDisagree, naming the disagreeing peers and what each sent"
+		case r.attacked.err != nil:
 			completes = "no: " + firstLine(r.attacked.err.Error())
 		}
 		punished := "no"
@@ -656,9 +681,6 @@ func printAttackTable(w *os.File, rows []attackRow) {
 		}
 		if r.sc.note != "" {
 			notes = append(notes, r.sc.note)
-		}
-		if !r.sc.mustComplete {
-			notes = append(notes, "refusing is the design: every responder must agree on params no header covers")
 		}
 		if r.attacked.note != "" {
 			notes = append(notes, r.attacked.note)

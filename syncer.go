@@ -524,6 +524,14 @@ func (s *syncer) noSnapshotError(lastErr error) error {
 		return fmt.Errorf("%w: no peer advertised a snapshot within %v (%d peers connected)",
 			ErrNoSnapshots, s.cfg.DiscoveryTimeout, s.r.peers.len())
 	}
+	if lastErr != nil && errors.Is(lastErr, errDeferred) && rejected < seen {
+		// Nothing wrong was found with the rest: their verification kept
+		// failing transiently (sources unavailable or disagreeing, see
+		// ErrProvidersDisagree) until the discovery bound.
+		return fmt.Errorf("%w: %d snapshots seen, %d rejected, the other %d could not be verified within %v; "+
+			"last failure: %w", ErrAllSnapshotsRejected, seen, rejected, seen-rejected, s.cfg.DiscoveryTimeout,
+			lastErr)
+	}
 	if lastErr != nil {
 		return fmt.Errorf("%w: %d snapshots seen, %d rejected; last failure: %w",
 			ErrAllSnapshotsRejected, seen, rejected, lastErr)
