@@ -74,11 +74,12 @@ reliability-crash:
 	else cat $$f.log >&2; cat $$f 2>/dev/null; rm -f $$f $$f.log; exit 1; fi
 
 ## fuzz: fuzz the wire decoder and validators, the syncer's inbox and pool,
+## a whole Sync over an in-memory router,
 ## the block queue, the dispatcher, backfill verification and the params
 ## quorum, each for FUZZTIME (default 20s; e.g. FUZZTIME=10m, or 10000000x
 ## for a number of executions). Seeds: testdata/fuzz and proto/testdata/fuzz.
 FUZZTIME ?= 20s
-FUZZ_TARGETS ?= FuzzFetchScheduler FuzzSyncerInbox FuzzBlockQueue FuzzDispatcher FuzzBackfillVerify FuzzParamsQuorum
+FUZZ_TARGETS ?= FuzzFetchScheduler FuzzSyncerInbox FuzzSyncOverRouter FuzzBlockQueue FuzzDispatcher FuzzBackfillVerify FuzzParamsQuorum
 fuzz:
 	$(GO) test ./proto -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME)
 	@set -e; for t in $(FUZZ_TARGETS); do \
