@@ -256,7 +256,7 @@ func attackScenarios() []attackScenario {
 			}},
 		{kind: "churner (advertises 10 × 64 KiB, leaves, returns)", punishable: false, mustComplete: true,
 			note: "not punishable: each visit advertises 10 well-formed snapshots when asked and leaves, as a restarting honest peer does; the pool deletes a snapshot when its last advertiser leaves, so what it costs stays flat (heap column)",
-			run: func(t *testing.T, attack bool) attackOutcome { return churn(t, attack, scale(20, 300)) }},
+			run:  func(t *testing.T, attack bool) attackOutcome { return churn(t, attack, scale(20, 300)) }},
 		{kind: "chunk forger (corrupt chunk bodies)", punishable: true, mustComplete: true,
 			run: func(t *testing.T, attack bool) attackOutcome {
 				return runNet(t, baseOpts(), 1, attack, func(tn *testNet, first int) {
@@ -320,10 +320,10 @@ func attackScenarios() []attackScenario {
 			run: backfillForger},
 		{kind: "slow reader (never reads chunks it asks for)", punishable: true, mustComplete: true,
 			note: "its responses are dropped at once (TrySend) and its chunk requests held back without loading; punished here by the request-flood rules (it keeps asking 1000 times a second), counted up to 20 s after the sync; one that asks only within its window is disconnected after taking no response for 30 s (stallPunish, TestServeSlowReadersCannotMonopoliseWorkers): sooner would cut honest peers on slow links",
-			run: func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, true) }},
+			run:  func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, true) }},
 		{kind: "request flooder (4 peers asking every chunk again and again)", punishable: true, mustComplete: true,
 			note: "punished by the request-flood rules: more than 8× its queue cap of requests refused within 10 s (servelimit.go), or more than 16 requests for chunks already delivered to it 3 times (chunkrepeats.go); counted up to 20 s after the sync",
-			run: func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, false) }},
+			run:  func(t *testing.T, attack bool) attackOutcome { return serveAttack(t, attack, false) }},
 	}
 }
 
