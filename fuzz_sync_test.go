@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -44,8 +45,10 @@ import (
 //   - no unsolicited data used: every snapshot offered to the app was
 //     advertised by a peer after the node asked it;
 //   - honest peers are never punished;
-//   - memory within budget: once every peer is gone the dispatcher holds
-//     no record; and no goroutine is left once the Reactor stopped.
+//   - memory and disk within budget: the dispatcher never holds records
+//     for more peers than are connected, none once every peer is gone,
+//     and a Sync that ended leaves no spool behind; no goroutine is left
+//     once the Reactor stopped.
 //
 // Each execution takes milliseconds to a few hundred (a tiny snapshot,
 // timeouts of tens of milliseconds).
@@ -273,6 +276,8 @@ type syncFuzzRun struct {
 	// attacked: the input connected an attacker or injected a message.
 	attacked bool
 	steps    int
+	// violation is an invariant the driver saw broken while Sync ran.
+	violation string
 	stopApp  func()
 }
 
@@ -293,7 +298,14 @@ func (fx *syncFuzzFixture) run(t *testing.T, prog []byte) {
 	state, err := run.r.Sync(ctx)
 	close(done)
 	drv.Wait()
+	if run.violation != "" {
+		t.Fatal(run.violation)
+	}
 	run.check(t, state, err, ctx)
+	if left, _ := os.ReadDir(run.r.cfg.TempDir); len(left) != 0 {
+		t.Fatalf("Sync ended (not cancelled) and left %d entries in its temp dir, e.g. %s", len(left),
+			left[0].Name())
+	}
 	run.rt.Close()
 	if n := run.r.dispatcher.records(); n != 0 {
 		t.Fatalf("every peer left; the dispatcher still holds records for %d peers", n)
@@ -387,6 +399,10 @@ func (run *syncFuzzRun) drive(in *opReader, done <-chan struct{}) {
 				t.Stop()
 				return
 			}
+		}
+		// The dispatcher holds a record per connected peer at most.
+		if n := run.r.dispatcher.records(); n > 4 && run.violation == "" {
+			run.violation = fmt.Sprintf("the dispatcher holds records for %d peers, at most 4 are connected", n)
 		}
 		select {
 		case <-done:
