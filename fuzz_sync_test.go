@@ -278,7 +278,7 @@ type syncFuzzRun struct {
 	steps    int
 	// violation is an invariant the driver saw broken while Sync ran.
 	violation string
-	stopApp  func()
+	stopApp   func()
 }
 
 func (fx *syncFuzzFixture) run(t *testing.T, prog []byte) {
