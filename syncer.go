@@ -472,6 +472,12 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 				"height", snap.Height)
 		case errors.Is(err, errDeferred):
 			lastErr = err
+			// Deferred snapshots come back when their wait ends; with
+			// several, one may always be ready, so the idle bound is
+			// checked here too, not only when none is.
+			if !time.Now().Before(idleDeadline) {
+				return sm.State{}, nil, s.noSnapshotError(lastErr)
+			}
 		case errors.Is(err, ErrAbort):
 			return sm.State{}, nil, err
 		case errors.Is(err, ErrRejectSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, ErrNoPeers):
@@ -571,7 +577,7 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		// A provider fault, not a snapshot fault: the liars are left out
 		// (and punished over P2P) when a majority exists; else wait.
 		s.r.logger.Info("Verification sources disagree; keeping the snapshot", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
 		s.r.logger.Info("State provider failed transiently; keeping the snapshot", "height", snap.Height, "err", err)
