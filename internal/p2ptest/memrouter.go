@@ -34,6 +34,11 @@ import (
 // reason; it never waits for the peer's goroutine, so the node may call it
 // from inside Deliver. Close disconnects every peer and waits for every
 // goroutine the router started. Safe for concurrent use.
+//
+// A peer is either a Script (Connect) or a real node, a serving Reactor
+// say, behind a Remote (see MemRouter.Remote): what the node under test
+// sends it is handed to its Deliver, and it answers through the Remote,
+// its end of the link.
 type MemRouter struct {
 	ep Endpoint
 
@@ -42,6 +47,7 @@ type MemRouter struct {
 	peers    map[p2p.ID]*memPeer
 	punished map[p2p.ID]error
 	sent     map[p2p.ID][]Msg // what the node sent each peer, in order (RecordSent)
+	tried    map[p2p.ID]int   // Send and TrySend calls naming each peer
 	record   bool
 	seq      uint64
 	closed   bool
@@ -86,13 +92,16 @@ type memPeer struct {
 	queue    memQueue
 	wake     chan struct{} // capacity 1
 	stop     chan struct{} // closed on disconnect
+	remote   Endpoint      // the real node playing the peer (Remote.Connect), or nil
+	self     p2p.ID        // the node under test's ID as remote knows it
 }
 
 // NewMemRouter returns a router delivering to ep; seed seeds the loss
 // decisions.
 func NewMemRouter(ep Endpoint, seed uint64) *MemRouter {
 	return &MemRouter{ep: ep, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		peers: make(map[p2p.ID]*memPeer), punished: make(map[p2p.ID]error), sent: make(map[p2p.ID][]Msg)}
+		peers: make(map[p2p.ID]*memPeer), punished: make(map[p2p.ID]error), sent: make(map[p2p.ID][]Msg),
+		tried: make(map[p2p.ID]int)}
 }
 
 // RecordSent makes the router keep every message the node sends (see
@@ -108,12 +117,16 @@ func (r *MemRouter) RecordSent() {
 // (PeerUp). Connecting a connected peer replaces it (a reconnection: the
 // old connection is closed first). It does nothing after Close.
 func (r *MemRouter) Connect(id p2p.ID, channels []byte, script Script, link Link) {
-	r.Disconnect(id)
-	if link.QueueCap <= 0 {
-		link.QueueCap = 256
+	r.connect(&memPeer{id: id, script: script, link: link}, channels)
+}
+
+func (r *MemRouter) connect(p *memPeer, channels []byte) {
+	r.Disconnect(p.id)
+	if p.link.QueueCap <= 0 {
+		p.link.QueueCap = 256
 	}
-	p := &memPeer{id: id, channels: make(map[byte]bool, len(channels)), script: script, link: link,
-		wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	p.channels = make(map[byte]bool, len(channels))
+	p.wake, p.stop = make(chan struct{}, 1), make(chan struct{})
 	for _, ch := range channels {
 		p.channels[ch] = true
 	}
@@ -122,11 +135,14 @@ func (r *MemRouter) Connect(id p2p.ID, channels []byte, script Script, link Link
 		r.mtx.Unlock()
 		return
 	}
-	r.peers[id] = p
+	r.peers[p.id] = p
 	r.wg.Add(1)
 	r.mtx.Unlock()
 	go r.pump(p)
-	r.ep.PeerUp(id, channels)
+	if p.remote != nil {
+		p.remote.PeerUp(p.self, channels) // the peer knows the node before the node asks it anything
+	}
+	r.ep.PeerUp(p.id, channels)
 }
 
 // Disconnect closes peer id's connection (undelivered messages are lost)
@@ -142,6 +158,9 @@ func (r *MemRouter) Disconnect(id p2p.ID) {
 	r.mtx.Unlock()
 	if p != nil {
 		r.ep.PeerDown(id)
+		if p.remote != nil {
+			p.remote.PeerDown(p.self)
+		}
 	}
 }
 
@@ -181,9 +200,18 @@ func (r *MemRouter) Sent(id p2p.ID) []Msg {
 	return append([]Msg(nil), r.sent[id]...)
 }
 
+// Tried returns how many times the node called Send or TrySend for id,
+// whatever came of it (a peer gone or lacking the channel included).
+func (r *MemRouter) Tried(id p2p.ID) int {
+	r.mtx.Lock()
+	defer r.mtx.Unlock()
+	return r.tried[id]
+}
+
 // Send implements statesync.Router. It never blocks.
 func (r *MemRouter) Send(id p2p.ID, ch byte, msg proto.Message) bool {
 	r.mtx.Lock()
+	r.tried[id]++
 	p := r.peers[id]
 	switch {
 	case p == nil || !p.channels[ch]:
@@ -254,13 +282,17 @@ func (r *MemRouter) enqueueLocked(p *memPeer, m Msg) bool {
 	if p.queue.Len() >= p.link.QueueCap || r.lostLocked(p) {
 		return false
 	}
+	r.pushLocked(p, m)
+	return true
+}
+
+func (r *MemRouter) pushLocked(p *memPeer, m Msg) {
 	r.seq++
 	heap.Push(&p.queue, memItem{due: time.Now().Add(p.link.Delay + m.Delay), seq: r.seq, msg: m})
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // pump delivers p's messages when due, until p is disconnected.
@@ -325,4 +357,75 @@ func (q *memQueue) Pop() any {
 	x := old[len(old)-1]
 	*q = old[:len(old)-1]
 	return x
+}
+
+// Remote is peer id's end of its link on a MemRouter, for a real node (a
+// serving Reactor, say) playing id: attach it to that node as its Router
+// (it has Send, TrySend and Punish) before starting the node, then Connect.
+// The node under test is known to the peer as self. Remote is valid
+// across reconnections. Safe for concurrent use.
+type Remote struct {
+	r        *MemRouter
+	id, self p2p.ID
+}
+
+// Remote returns the end of peer id's link, the node under test being
+// self to it.
+func (r *MemRouter) Remote(id, self p2p.ID) *Remote { return &Remote{r: r, id: id, self: self} }
+
+// Connect connects the peer, played by peer, speaking channels, over link
+// (or reconnects it): peer is told PeerUp(self) first and the node under
+// test PeerUp(id); every message the node sends id that the link does not
+// lose is handed to peer.Deliver(self, ...) on the node's Send goroutine
+// (peer's Deliver must not block: a Reactor's does not); when the link
+// closes, both are told PeerDown.
+func (x *Remote) Connect(channels []byte, peer Endpoint, link Link) {
+	self := x.self
+	script := func(ch byte, msg proto.Message) []Msg {
+		peer.Deliver(self, ch, msg)
+		return nil
+	}
+	x.r.connect(&memPeer{id: x.id, script: script, link: link, remote: peer, self: self}, channels)
+}
+
+// Send queues msg for the node under test, as from the peer, with the
+// link's loss and delay. It never blocks and returns false if to is not
+// the node under test, the link is closed or the queue is full (true if
+// the link lost it).
+func (x *Remote) Send(to p2p.ID, ch byte, msg proto.Message) bool {
+	if to != x.self {
+		return false
+	}
+	r := x.r
+	r.mtx.Lock()
+	defer r.mtx.Unlock()
+	p := r.peers[x.id]
+	switch {
+	case p == nil || p.remote == nil || p.queue.Len() >= p.link.QueueCap:
+		return false
+	case r.lostLocked(p):
+		return true
+	}
+	r.pushLocked(p, Msg{Ch: ch, Msg: msg})
+	return true
+}
+
+// TrySend is Send, which never blocks.
+func (x *Remote) TrySend(to p2p.ID, ch byte, msg proto.Message) bool { return x.Send(to, ch, msg) }
+
+// Punish closes the link, as the peer's switch would, on a goroutine of
+// the router (so that the peer may punish from inside its Deliver, which
+// runs on the node's Send). The router does not record it in Punished.
+func (x *Remote) Punish(to p2p.ID, _ error) {
+	r := x.r
+	r.mtx.Lock()
+	defer r.mtx.Unlock()
+	if to != x.self || r.closed || r.peers[x.id] == nil {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.Disconnect(x.id)
+	}()
 }

@@ -73,3 +73,55 @@ func TestMemRouter(t *testing.T) {
 	require.Contains(t, e.events, "down a")
 	require.Contains(t, e.events, "down lossy")
 }
+
+// echoNode is a real peer behind a Remote: it answers every message with
+// the same message, through its end of the link.
+type echoNode struct {
+	recorder
+	end *Remote
+}
+
+func (e *echoNode) Deliver(peer p2p.ID, ch byte, msg proto.Message) {
+	e.add("from " + string(peer))
+	if msg.(*cmtproto.Header).Height < 0 {
+		e.end.Punish(peer, errors.New("negative"))
+		return
+	}
+	e.end.Send(peer, ch, msg)
+}
+
+// TestMemRouterRemote: a peer played by a node behind a Remote is told
+// PeerUp before the node under test, gets what the node sends as from
+// self, answers through the Remote, may punish the node from inside its
+// Deliver (which closes the link and tells both sides), and is reconnected
+// by Connect; Tried counts every send, refused ones included.
+func TestMemRouterRemote(t *testing.T) {
+	e := &recorder{got: make(chan proto.Message, 16)}
+	r := NewMemRouter(e, 1)
+	defer r.Close()
+	peer := &echoNode{}
+	peer.end = r.Remote("srv", "me")
+	peer.end.Connect([]byte{1}, peer, Link{Delay: time.Millisecond})
+	require.True(t, r.Connected("srv"))
+	require.True(t, r.Send("srv", 1, blockID(7)))
+	require.Equal(t, int64(7), (<-e.got).(*cmtproto.Header).Height)
+	require.False(t, peer.end.Send("other", 1, blockID(1)), "only to the node under test")
+	require.False(t, r.Send("srv", 2, blockID(1)), "channel not spoken")
+	require.Equal(t, 2, r.Tried("srv"))
+
+	require.True(t, r.Send("srv", 1, blockID(-1))) // the peer punishes the node
+	require.Eventually(t, func() bool { return !r.Connected("srv") }, 5*time.Second, time.Millisecond)
+	require.Empty(t, r.Punished(), "the node punished nobody")
+	require.False(t, peer.end.Send("me", 1, blockID(1)), "link closed")
+
+	peer.end.Connect([]byte{1}, peer, Link{})
+	require.True(t, r.Send("srv", 1, blockID(8)))
+	require.Equal(t, int64(8), (<-e.got).(*cmtproto.Header).Height)
+	r.Close()
+	peer.mtx.Lock()
+	defer peer.mtx.Unlock()
+	require.Equal(t, []string{"up me", "from me", "from me", "down me", "up me", "from me", "down me"}, peer.events)
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	require.Equal(t, []string{"up srv", "down srv", "up srv", "down srv"}, e.events)
+}
