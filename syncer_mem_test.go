@@ -357,14 +357,14 @@ func TestDiscoveryAsksLatePeers(t *testing.T) {
 }
 
 // newMemLateServer is a serving Reactor (not started) outside the initial
-// network, holding the chain and app.
+// network, holding the chain and app, configured as server 0.
 func newMemLateServer(t *testing.T, mn *memNet, app *kvapp.App) *Reactor {
 	t.Helper()
 	ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
 	bs := store.NewBlockStore(dbm.NewMemDB())
 	require.NoError(t, mn.chain.Populate(bs, ss, 1, mn.height+3))
 	conns := newAppConns(t, app)
-	cfg := TestConfig()
+	cfg := mn.servers[0].reactor.cfg
 	cfg.TempDir = t.TempDir()
 	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), StateStore: ss, BlockStore: bs})
 	require.NoError(t, err)
