@@ -13,7 +13,7 @@ import (
 // Stop still returns, and Sync with it (ErrStopped); once the app is
 // released its call ends, and no goroutine is left (TestMain's goleak).
 func TestStopWhileAppPaused(t *testing.T) {
-	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
+	tn := newMemNet(t, netOpts{keys: 400, chunkSize: 4 << 10})
 	reached, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	tn.fresh.app.OnApply(func(i uint32) {

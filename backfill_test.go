@@ -1,7 +1,6 @@
 package statesync
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"runtime"
@@ -44,140 +43,57 @@ type fakePeer struct {
 	forge     func(*types.LightBlock) // changes each light block served (a copy)
 }
 
-// fakeNet is the Router of a Reactor under test: requests go to scripted
-// peers, whose answers one pump goroutine delivers back through
-// Reactor.Deliver after each peer's delay. Send never blocks. Punish
-// disconnects the peer (PeerDown), as a switch would.
+// fakeNet is the network of a Reactor under test: fakePeers on a
+// p2ptest.MemRouter, each answering after its delay on its own link.
+// Punish disconnects the peer (PeerDown), as a switch would.
 type fakeNet struct {
-	r *Reactor
-
-	mtx      sync.Mutex
-	peers    map[p2p.ID]*fakePeer
-	punished map[p2p.ID]error
-	requests map[p2p.ID]int
-	queue    deliveries
-	seq      int
-
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
-}
-
-type delivery struct {
-	due  time.Time
-	seq  int
-	peer p2p.ID
-	ch   byte
-	msg  proto.Message
-}
-
-type deliveries []delivery
-
-func (d deliveries) Len() int { return len(d) }
-func (d deliveries) Less(i, j int) bool {
-	return d[i].due.Before(d[j].due) || (d[i].due.Equal(d[j].due) && d[i].seq < d[j].seq)
-}
-func (d deliveries) Swap(i, j int) { d[i], d[j] = d[j], d[i] }
-func (d *deliveries) Push(x any)   { *d = append(*d, x.(delivery)) }
-func (d *deliveries) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	*d = old[:len(old)-1]
-	return x
+	rt *p2ptest.MemRouter
 }
 
 func newFakeNet(t testing.TB, r *Reactor) *fakeNet {
-	n := &fakeNet{
-		r: r, peers: make(map[p2p.ID]*fakePeer), punished: make(map[p2p.ID]error),
-		requests: make(map[p2p.ID]int),
-		wake:     make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-	}
-	go n.pump()
-	t.Cleanup(n.close)
+	n := &fakeNet{rt: p2ptest.NewMemRouter(r, 1)}
+	t.Cleanup(n.rt.Close)
 	return n
 }
 
-func (n *fakeNet) close() {
-	select {
-	case <-n.stop:
-	default:
-		close(n.stop)
-	}
-	<-n.done
-}
-
-// add connects a peer.
+// add connects a peer (a reconnection if id is connected).
 func (n *fakeNet) add(id p2p.ID, p *fakePeer) {
-	n.mtx.Lock()
-	n.peers[id] = p
-	n.mtx.Unlock()
 	chans := p.channels
 	if chans == nil {
 		chans = allChannels
 	}
-	n.r.PeerUp(id, chans)
+	n.rt.Connect(id, chans, p.script, p2ptest.Link{Delay: p.delay})
 }
 
 // remove disconnects a peer.
-func (n *fakeNet) remove(id p2p.ID) {
-	n.mtx.Lock()
-	delete(n.peers, id)
-	n.mtx.Unlock()
-	n.r.PeerDown(id)
-}
+func (n *fakeNet) remove(id p2p.ID) { n.rt.Disconnect(id) }
 
-func (n *fakeNet) punishedPeers() map[p2p.ID]error {
-	n.mtx.Lock()
-	defer n.mtx.Unlock()
-	out := make(map[p2p.ID]error, len(n.punished))
-	for id, err := range n.punished {
-		out[id] = err
-	}
-	return out
-}
+func (n *fakeNet) punishedPeers() map[p2p.ID]error { return n.rt.Punished() }
 
-func (n *fakeNet) requestsTo(id p2p.ID) int {
-	n.mtx.Lock()
-	defer n.mtx.Unlock()
-	return n.requests[id]
-}
+// requestsTo counts the messages the node tried to send id, on any
+// channel, the peer connected or not.
+func (n *fakeNet) requestsTo(id p2p.ID) int { return n.rt.Tried(id) }
 
-// Send implements Router.
-func (n *fakeNet) Send(peer p2p.ID, ch byte, msg proto.Message) bool {
-	n.mtx.Lock()
-	defer n.mtx.Unlock()
-	p := n.peers[peer]
-	if p == nil {
-		return false
-	}
-	n.requests[peer]++
-	var resp proto.Message
-	var respCh byte
+// script answers light-block and params requests as p says (a
+// p2ptest.Script); snapshots and chunks are not served.
+func (p *fakePeer) script(_ byte, msg proto.Message) []p2ptest.Msg {
 	switch m := msg.(type) {
 	case *ssproto.LightBlockRequest:
-		if p.drop {
-			return true
+		if !p.drop {
+			return []p2ptest.Msg{{Ch: LightBlockChannel, Msg: p.lightBlock(int64(m.Height))}}
 		}
-		resp, respCh = p.lightBlock(int64(m.Height)), LightBlockChannel
 	case *ssproto.ParamsRequest:
 		if p.noParams {
-			return true
+			return nil
 		}
 		params := p.chain.Params()
 		if p.params != nil {
 			params = *p.params
 		}
-		resp, respCh = &ssproto.ParamsResponse{Height: m.Height, ConsensusParams: params.ToProto()}, ParamsChannel
-	default:
-		return true // snapshots and chunks: not served here
+		return []p2ptest.Msg{{Ch: ParamsChannel,
+			Msg: &ssproto.ParamsResponse{Height: m.Height, ConsensusParams: params.ToProto()}}}
 	}
-	n.seq++
-	heap.Push(&n.queue, delivery{due: time.Now().Add(p.delay), seq: n.seq, peer: peer, ch: respCh, msg: resp})
-	select {
-	case n.wake <- struct{}{}:
-	default:
-	}
-	return true
+	return nil
 }
 
 func (p *fakePeer) lightBlock(h int64) *ssproto.LightBlockResponse {
@@ -204,55 +120,6 @@ func (p *fakePeer) lightBlock(h int64) *ssproto.LightBlockResponse {
 		panic(err)
 	}
 	return &ssproto.LightBlockResponse{LightBlock: pb}
-}
-
-// Punish implements Router.
-func (n *fakeNet) Punish(peer p2p.ID, reason error) {
-	n.mtx.Lock()
-	_, known := n.peers[peer]
-	delete(n.peers, peer)
-	if known {
-		n.punished[peer] = reason
-	}
-	n.mtx.Unlock()
-	if known {
-		n.r.PeerDown(peer)
-	}
-}
-
-func (n *fakeNet) pump() {
-	defer close(n.done)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		n.mtx.Lock()
-		var next *delivery
-		if len(n.queue) > 0 {
-			d := n.queue[0]
-			if !d.due.After(time.Now()) {
-				heap.Pop(&n.queue)
-				next = &d
-			} else {
-				timer.Reset(time.Until(d.due))
-			}
-		}
-		empty := len(n.queue) == 0
-		n.mtx.Unlock()
-		if next != nil {
-			n.r.Deliver(next.peer, next.ch, next.msg)
-			continue
-		}
-		var timerC <-chan time.Time
-		if !empty {
-			timerC = timer.C
-		}
-		select {
-		case <-n.wake:
-		case <-timerC:
-		case <-n.stop:
-			return
-		}
-	}
 }
 
 // ---------------------------------------------------------------------------
@@ -289,7 +156,7 @@ func newBackfillNodeOn(t testing.TB, chain *chaingen.Chain, cfg func(*Config), b
 	require.NoError(t, err)
 	n.r = r
 	n.net = newFakeNet(t, r)
-	r.AttachRouter(n.net)
+	r.AttachRouter(n.net.rt)
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { _ = r.Stop() })
 	return n

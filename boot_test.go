@@ -80,7 +80,7 @@ func TestSyncWritesStoresInCrashSafeOrder(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			rec := &recordingStores{failSeen: fail}
 			var ss sm.Store
-			tn := newTestNet(t, netOpts{cfg: func(c *Config) { c.Backfill = false }, freshDeps: func(d *Deps) {
+			tn := newMemNet(t, netOpts{cfg: func(c *Config) { c.Backfill = false }, freshDeps: func(d *Deps) {
 				ss = d.StateStore.(sm.Store)
 				d.StateStore = recStateStore{StateStore: d.StateStore, rec: rec}
 				d.BlockStore = recBlockStore{BlockStore: d.BlockStore, rec: rec}
@@ -130,7 +130,7 @@ func (g *gatedBackfillStore) SaveSignedHeader(id types.BlockID, sh *types.Signed
 func TestSyncReturnsBeforeBackfill(t *testing.T) {
 	gate := &gatedBackfillStore{entered: make(chan struct{}), release: make(chan struct{})}
 	blockDB, stateDB := dbm.NewMemDB(), dbm.NewMemDB()
-	tn := newTestNet(t, netOpts{freshDeps: func(d *Deps) {
+	tn := newMemNet(t, netOpts{freshDeps: func(d *Deps) {
 		gate.checkpointingStore = NewDBBackfillStore(blockDB, stateDB).(checkpointingStore)
 		d.Backfill = gate
 	}})

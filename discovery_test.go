@@ -5,55 +5,8 @@ import (
 	"time"
 
 	"github.com/cometbft/cometbft/p2p"
-	"github.com/cosmos/gogoproto/proto"
 	"github.com/stretchr/testify/require"
-
-	ssproto "github.com/statesync/statesync/proto"
 )
-
-// noAdverts is a Router that never sends snapshot advertisements: a peer
-// that speaks the snapshot channel but never answers on it.
-type noAdverts struct{ inner Router }
-
-func (n noAdverts) Send(peer p2p.ID, chID byte, msg proto.Message) bool {
-	if _, ok := msg.(*ssproto.SnapshotsResponse); ok {
-		return true
-	}
-	return n.inner.Send(peer, chID, msg)
-}
-
-func (n noAdverts) Punish(peer p2p.ID, reason error) { n.inner.Punish(peer, reason) }
-
-// TestDiscoveryEndsEarly: discovery_time is a maximum. With 60 s of it,
-// Sync starts as soon as every peer has answered, or as soon as two peers
-// agree on the best snapshot while a third stays silent; discovery_time 0
-// takes the first usable snapshot. Before issue 8 Sync waited the whole
-// discovery_time (here beyond the test's bound).
-func TestDiscoveryEndsEarly(t *testing.T) {
-	cases := map[string]struct {
-		discovery time.Duration
-		silent    bool // server 2 never advertises
-	}{
-		"every peer answered":    {discovery: 60 * time.Second},
-		"two peers agree":        {discovery: 60 * time.Second, silent: true},
-		"discovery_time 0 waits": {discovery: 0},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			tn := newTestNet(t, netOpts{cfg: func(c *Config) {
-				c.DiscoveryTime = tc.discovery
-				c.DiscoveryTimeout = 120 * time.Second
-			}})
-			if tc.silent {
-				n := tn.servers[2]
-				n.reactor.AttachRouter(noAdverts{inner: switchRouter{sw: n.p2p.Switch}})
-			}
-			res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
-			require.NoError(t, res.err)
-			requireRestored(t, tn, tn.height)
-		})
-	}
-}
 
 func TestDiscoveryReady(t *testing.T) {
 	now := time.Now()

@@ -20,7 +20,9 @@ var (
 
 	// ErrAllSnapshotsRejected is returned by Sync when snapshots were found
 	// but every one of them was rejected (by the app, by verification, or
-	// because no peer could serve its chunks).
+	// because no peer could serve its chunks), or could not be verified
+	// within Config.DiscoveryTimeout (the error then also wraps the last
+	// verification failure, e.g. ErrProvidersDisagree).
 	ErrAllSnapshotsRejected = errors.New("statesync: all snapshots were rejected")
 
 	// ErrRejectSnapshot means the current snapshot must be dropped and the

@@ -223,20 +223,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	require.Eventually(t, cond, 20*time.Second, 5*time.Millisecond, "waiting for %s", what)
 }
 
-// newLateServer starts a serving node outside the initial network.
-func newLateServer(t *testing.T, tn *testNet, app *kvapp.App) *p2ptest.Node {
-	t.Helper()
-	ss := sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{})
-	bs := store.NewBlockStore(dbm.NewMemDB())
-	require.NoError(t, tn.chain.Populate(bs, ss, 1, tn.height+3))
-	conns := newAppConns(t, app)
-	cfg := testConfig()
-	cfg.TempDir = t.TempDir()
-	r, err := NewReactor(cfg, Deps{Snapshots: conns.Snapshot(), Query: conns.Query(), StateStore: ss, BlockStore: bs})
-	require.NoError(t, err)
-	return p2ptest.Start(t, tn.p2pCfg, 99, map[string]p2p.Reactor{"STATESYNC": r}, nil)
-}
-
 // metricValue reads a counter or gauge from reg by full name and, for
 // vectors, the value of its "reason" label ("" for none). Missing is 0.
 func metricValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {

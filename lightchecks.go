@@ -20,8 +20,9 @@ import (
 // disagree.
 //
 // A disagreement between providers is a provider fault, never a snapshot
-// fault. With three or more providers answering, a strict majority that
-// agrees on every field (header, validator set, proposer priorities) wins:
+// fault. With three or more providers, a strict majority of them (those
+// that did not answer count against it: they may be honest) that agrees
+// on every field (header, validator set, proposer priorities) wins:
 // the dissenters are reported (over P2P: punished), left out when the
 // light client is rebuilt, and the majority's answer is used. Without such
 // a majority the call fails with ErrProvidersDisagree (wrapping
@@ -146,9 +147,11 @@ func settle(height int64, answers []lightAnswer, wantHash []byte) lightVerdict {
 	var v lightVerdict
 	groups := make(map[string][]lightAnswer)
 	var keys []string
+	failed := 0 // providers that did not answer: they may be honest, so they count against a majority
 	for _, a := range answers {
 		switch {
 		case a.err != nil:
+			failed++
 			v.problems = append(v.problems, fmt.Sprintf("%s at %d: %v", a.prov, height, a.err))
 			if errors.Is(a.err, provider.ErrHeightTooHigh) || errors.Is(a.err, provider.ErrLightBlockNotFound) {
 				v.missing = true
@@ -182,7 +185,10 @@ func settle(height int64, answers []lightAnswer, wantHash []byte) lightVerdict {
 		return v
 	}
 	top := groups[keys[0]]
-	if len(keys) > 1 && (valid < 3 || 2*len(top) <= valid) {
+	// A majority is of every provider that could be honest: those that
+	// answered validly and those that did not answer (an honest source
+	// that timed out must not let two liars outvote the one left).
+	if voters := valid + failed; len(keys) > 1 && (voters < 3 || 2*len(top) <= voters) {
 		for _, k := range keys {
 			g := groups[k]
 			v.problems = append(v.problems, fmt.Sprintf("%d provider(s) (%s) serve header %X with priorities %X",

@@ -155,3 +155,35 @@ func TestP2PProviderLiarOutvoted(t *testing.T) {
 	require.ErrorIs(t, n.net.punishedPeers()["liar"], ErrPeerMisbehaved)
 	require.Len(t, n.net.punishedPeers(), 1)
 }
+
+// TestSettleSilentProvidersCountAgainstMajority: two liars, one honest
+// provider answering and one honest provider that timed out: the liars are
+// not a majority of the four (the silent one may be honest), so nobody is
+// outvoted and the call fails transiently. Among three providers two
+// agreeing answers are a majority, and so are three liars of four: the
+// rule assumes an honest majority of the providers.
+func TestSettleSilentProvidersCountAgainstMajority(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 4, Validators: 2})
+	honest := chain.LightBlock(3)
+	forged := chain.LightBlock(3)
+	shiftPriorities(forged.ValidatorSet)
+	prov := func(name string) *checkedProvider { return &checkedProvider{name: name} }
+	answers := []lightAnswer{
+		{prov: prov("liar1"), lb: forged}, {prov: prov("liar2"), lb: forged},
+		{prov: prov("honest"), lb: honest}, {prov: prov("silent"), err: provider.ErrNoResponse},
+	}
+	v := settle(3, answers, nil)
+	require.True(t, v.split, "two liars are not a majority of four")
+	require.Nil(t, v.winner)
+	require.Empty(t, v.dissent, "nobody is outvoted")
+
+	v = settle(3, answers[:3], nil)
+	require.NotNil(t, v.winner, "two of three valid answers agree")
+	require.Len(t, v.dissent, 1)
+
+	answers = append(answers[:3], lightAnswer{prov: prov("liar3"), lb: forged})
+	v = settle(3, answers, nil)
+	require.NotNil(t, v.winner)
+	require.Equal(t, forged.ValidatorSet.ProposerPriorityHash(), v.winner.ValidatorSet.ProposerPriorityHash(),
+		"a majority of liars wins: the rule's assumption is an honest majority of the providers")
+}

@@ -52,64 +52,38 @@ type paramsVote struct {
 // ErrHeightNotAvailable (no source has the height yet).
 func decideParams(height int64, want []byte, votes []paramsVote, need int) (types.ConsensusParams, []int, error) {
 	var (
-		wrong     []int
-		problems  []string
-		failures  []error
-		agreed    *types.ConsensusParams
-		agreedEnc []byte
-		agree     int
-		dissent   *paramsVote // the first valid vote differing from agreed
+		wrong    []int
+		problems []string
+		failures []error
+		camps    []paramsCamp // the valid answers, grouped by identical encoding
 	)
 	for i, v := range votes {
 		if v.err != nil {
 			failures = append(failures, v.err)
 			continue
 		}
-		if got := v.params.Hash(); want != nil && !bytes.Equal(got, want) {
+		enc, problem := checkParams(v.params, want)
+		if problem != "" {
 			wrong = append(wrong, i)
-			problems = append(problems, fmt.Sprintf("%s: params hash to %X", v.source, got))
+			problems = append(problems, v.source+": "+problem)
 			continue
 		}
-		if err := v.params.ValidateBasic(); err != nil {
-			wrong = append(wrong, i)
-			problems = append(problems, fmt.Sprintf("%s: %v", v.source, err))
-			continue
-		}
-		pb := v.params.ToProto()
-		enc, err := pb.Marshal()
-		if err != nil {
-			wrong = append(wrong, i)
-			problems = append(problems, fmt.Sprintf("%s: %v", v.source, err))
-			continue
-		}
-		if agreed == nil {
-			p := v.params
-			p.Validator.PubKeyTypes = slices.Clone(p.Validator.PubKeyTypes) // the only reference field
-			agreed, agreedEnc, agree = &p, enc, 1
-			continue
-		}
-		if !bytes.Equal(enc, agreedEnc) {
-			if dissent == nil {
-				dissent = &votes[i]
-			}
-			continue
-		}
-		agree++
+		camps = joinCamp(camps, v, enc)
 	}
-	if dissent != nil {
+	if len(camps) > 1 {
 		return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %w: consensus params at height %d: sources "+
-			"disagree on fields the header's params hash does not cover (%v vs %v from %s): refusing "+
-			"to install either", ErrProviderTransient, ErrProvidersDisagree, height, *agreed, dissent.params,
-			dissent.source)
+			"disagree on fields the header's params hash does not cover (%s): no header commits to these "+
+			"fields, so no vote can settle them; refusing to install any", ErrProviderTransient,
+			ErrProvidersDisagree, height, describeCamps(camps))
 	}
 	what := fmt.Sprintf("consensus params at height %d", height)
 	switch {
-	case agreed != nil && agree >= need:
-		return *agreed, wrong, nil
-	case agreed != nil:
+	case len(camps) == 1 && len(camps[0].sources) >= need:
+		return camps[0].params, wrong, nil
+	case len(camps) == 1:
 		return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %s: only %d of %d sources returned params "+
 			"matching the header, %d needed to cross-check the fields its hash does not cover: %w",
-			ErrProviderTransient, what, agree, len(votes), need,
+			ErrProviderTransient, what, len(camps[0].sources), len(votes), need,
 			errors.Join(append(stringErrs(problems), failures...)...))
 	case len(problems) > 0:
 		return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %w: %s: header %d commits to params hash %X, "+
@@ -127,6 +101,54 @@ func decideParams(height int64, want []byte, votes []paramsVote, need int) (type
 	// them); the source did not deliver. That says nothing about the
 	// snapshot.
 	return types.ConsensusParams{}, wrong, fmt.Errorf("%w: %s: %w", ErrProviderTransient, what, err)
+}
+
+// checkParams returns the canonical encoding of params, or why they are
+// provably wrong: a hash other than want (when set), or invalid params.
+func checkParams(params types.ConsensusParams, want []byte) ([]byte, string) {
+	if got := params.Hash(); want != nil && !bytes.Equal(got, want) {
+		return nil, fmt.Sprintf("params hash to %X", got)
+	}
+	if err := params.ValidateBasic(); err != nil {
+		return nil, err.Error()
+	}
+	pb := params.ToProto()
+	enc, err := pb.Marshal()
+	if err != nil {
+		return nil, err.Error()
+	}
+	return enc, ""
+}
+
+// paramsCamp is the sources that sent one set of params.
+type paramsCamp struct {
+	enc     []byte
+	params  types.ConsensusParams
+	sources []string
+}
+
+// joinCamp adds v (encoded as enc) to the camp sending the same params,
+// or opens a new one.
+func joinCamp(camps []paramsCamp, v paramsVote, enc []byte) []paramsCamp {
+	for i := range camps {
+		if bytes.Equal(camps[i].enc, enc) {
+			camps[i].sources = append(camps[i].sources, v.source)
+			return camps
+		}
+	}
+	p := v.params
+	p.Validator.PubKeyTypes = slices.Clone(p.Validator.PubKeyTypes) // the only reference field
+	return append(camps, paramsCamp{enc: enc, params: p, sources: []string{v.source}})
+}
+
+// describeCamps names who sent what: "peer a, peer b sent {...}; peer c
+// sent {...}".
+func describeCamps(camps []paramsCamp) string {
+	parts := make([]string, len(camps))
+	for i, c := range camps {
+		parts[i] = fmt.Sprintf("%s sent %v", strings.Join(c.sources, ", "), c.params)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func stringErrs(ss []string) []error {

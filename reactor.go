@@ -86,6 +86,7 @@ type Reactor struct {
 	peers    *peerList
 	serveQ   *serveQueue
 	serveLim *serveLimiter // per-peer serving budgets (serve.go)
+	repeats  *repeatGuard  // repeated chunk requests: floods (chunkrepeats.go)
 	chunks   *chunkCache   // loaded chunks shared between peers (serve.go)
 	lights   *lightCache   // served light blocks (lightserve.go)
 	progress *progressHub
@@ -148,6 +149,7 @@ func NewReactor(cfg Config, deps Deps) (*Reactor, error) {
 		peers:    newPeerList(),
 		serveQ:   newServeQueue(cfg.ServeQueuePerPeer, cfg.ServePerPeer),
 		serveLim: newServeLimiter(cfg, time.Now),
+		repeats:  newRepeatGuard(),
 		chunks:   newChunkCache(cfg.ServeChunkCache),
 		lights:   newLightCache(cfg.ServeLightCache),
 		progress: newProgressHub(),
@@ -348,6 +350,7 @@ func (r *Reactor) PeerDown(id p2p.ID) {
 	r.metrics.setPeers(n)
 	r.serveQ.dropPeer(id)
 	r.serveLim.removePeer(id)
+	r.repeats.removePeer(id)
 	r.dispatcher.removePeer(id)
 	if s := r.activeSyncer(); s != nil {
 		r.progress.update(func(p *Progress) { p.Peers = n })

@@ -204,6 +204,7 @@ func (r *Reactor) serveWorker(ctx context.Context) {
 			// The peer left while its request ran (or never said it
 			// came): forget the budget record serving it created.
 			r.serveLim.removePeer(j.peer)
+			r.repeats.removePeer(j.peer)
 		}
 	}
 }
@@ -213,6 +214,12 @@ func (r *Reactor) serveWorker(ctx context.Context) {
 // that keeps sending requests it is refused is flooding
 // (serveLimiter.refused) and is disconnected.
 func (r *Reactor) enqueueRequest(peer p2p.ID, chID byte, msg proto.Message) {
+	if m, ok := msg.(*ssproto.ChunkRequest); ok {
+		if err := r.repeats.asked(peer, chunkKey{height: m.Height, format: m.Format, index: m.Index}); err != nil {
+			r.punish(peer, err) // a request flood (chunkrepeats.go)
+			return
+		}
+	}
 	if r.serveQ.push(serveJob{peer: peer, ch: chID, msg: msg}) {
 		return
 	}
@@ -303,7 +310,9 @@ func (r *Reactor) serveChunk(ctx context.Context, peer p2p.ID, msg *ssproto.Chun
 	default:
 		out.Chunk = chunk
 	}
-	r.respond(peer, ssproto.ChunkChannel, out)
+	if r.respond(peer, ssproto.ChunkChannel, out) && !out.Missing {
+		r.repeats.delivered(peer, key)
+	}
 }
 
 // serveLightBlock answers a light-block request from the light-block cache

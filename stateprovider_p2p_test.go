@@ -74,7 +74,7 @@ func TestP2PStateProviderCapsAndDeduplicates(t *testing.T) {
 	for i := range 8 {
 		n.net.add(p2p.ID(rune('a'+i)), &fakePeer{chain: chain})
 	}
-	n.net.add("a", &fakePeer{chain: chain}) // the same peer again
+	n.r.PeerUp("a", allChannels) // the same peer announced again, without PeerDown
 	sp, err := newP2PStateProvider(backfillCtx(t), n.r, chain.TrustOptions(1, 24*time.Hour))
 	require.NoError(t, err)
 	used := sp.(*p2pStateProvider).used

@@ -471,6 +471,12 @@ func (s *syncer) run(ctx context.Context) (sm.State, *types.Commit, error) {
 				"height", snap.Height)
 		case errors.Is(err, errDeferred):
 			lastErr = err
+			// Deferred snapshots come back when their wait ends; with
+			// several, one may always be ready, so the idle bound is
+			// checked here too, not only when none is.
+			if !time.Now().Before(idleDeadline) {
+				return sm.State{}, nil, s.noSnapshotError(lastErr)
+			}
 		case errors.Is(err, ErrAbort):
 			return sm.State{}, nil, err
 		case errors.Is(err, ErrRejectSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, ErrNoPeers):
@@ -523,6 +529,14 @@ func (s *syncer) noSnapshotError(lastErr error) error {
 		return fmt.Errorf("%w: no peer advertised a snapshot within %v (%d peers connected)",
 			ErrNoSnapshots, s.cfg.DiscoveryTimeout, s.r.peers.len())
 	}
+	if lastErr != nil && errors.Is(lastErr, errDeferred) && rejected < seen {
+		// Nothing wrong was found with the rest: their verification kept
+		// failing transiently (sources unavailable or disagreeing, see
+		// ErrProvidersDisagree) until the discovery bound.
+		return fmt.Errorf("%w: %d snapshots seen, %d rejected, the other %d could not be verified within %v; "+
+			"last failure: %w", ErrAllSnapshotsRejected, seen, rejected, seen-rejected, s.cfg.DiscoveryTimeout,
+			lastErr)
+	}
 	if lastErr != nil {
 		return fmt.Errorf("%w: %d snapshots seen, %d rejected; last failure: %w",
 			ErrAllSnapshotsRejected, seen, rejected, lastErr)
@@ -562,7 +576,7 @@ func (s *syncer) classifyProvider(snap *snapshot, what string, err error) error 
 		// A provider fault, not a snapshot fault: the liars are left out
 		// (and punished over P2P) when a majority exists; else wait.
 		s.r.logger.Info("Verification sources disagree; keeping the snapshot", "height", snap.Height, "err", err)
-		s.pool.deferUntil(snap, time.Now().Add(s.cfg.DiscoveryTime))
+		s.pool.deferUntil(snap, time.Now().Add(s.retryAfter()))
 		return fmt.Errorf("%w: %s at height %d: %w", errDeferred, what, snap.Height, err)
 	case errors.Is(err, ErrProviderTransient), errors.Is(err, context.DeadlineExceeded):
 		s.r.logger.Info("State provider failed transiently; keeping the snapshot", "height", snap.Height, "err", err)

@@ -6,14 +6,10 @@ import (
 	"testing"
 	"time"
 
-	abci "github.com/cometbft/cometbft/abci/types"
-	"github.com/cometbft/cometbft/light/provider"
 	sm "github.com/cometbft/cometbft/state"
 	"github.com/stretchr/testify/require"
 
-	"github.com/statesync/statesync/internal/chaingen"
 	"github.com/statesync/statesync/internal/kvapp"
-	"github.com/statesync/statesync/internal/p2ptest"
 )
 
 type syncResult struct {
@@ -52,94 +48,6 @@ func requireRestored(t *testing.T, tn *testNet, height int64) {
 	require.Equal(t, height, st.LastBlockHeight)
 }
 
-func TestOfferSnapshotResults(t *testing.T) {
-	// Server 0 has a snapshot at 20; servers 1 and 2 at 16, which ranks
-	// first (more peers). Each result applies to the first offer (of 16).
-	cases := []struct {
-		result   abci.ResponseOfferSnapshot_Result
-		height   int64 // height restored, 0 = Sync fails
-		err      error
-		punished bool // servers 1 and 2 disconnected
-	}{
-		{abci.ResponseOfferSnapshot_ACCEPT, 16, nil, false},
-		{abci.ResponseOfferSnapshot_REJECT, 20, nil, false},
-		{abci.ResponseOfferSnapshot_REJECT_FORMAT, 0, ErrAllSnapshotsRejected, false},
-		{abci.ResponseOfferSnapshot_REJECT_SENDER, 20, nil, true},
-		{abci.ResponseOfferSnapshot_ABORT, 0, ErrAbort, false},
-		{abci.ResponseOfferSnapshot_UNKNOWN, 0, nil, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.result.String(), func(t *testing.T) {
-			tn := newTestNet(t, netOpts{heights: []int64{20, 16, 16}, height: 20,
-				cfg: func(c *Config) { c.DiscoveryTimeout = 2 * time.Second }})
-			tn.fresh.app.Misbehave(func(k *kvapp.Knobs) {
-				k.OfferResults = []abci.ResponseOfferSnapshot_Result{tc.result}
-			})
-			res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
-			switch {
-			case tc.height > 0:
-				require.NoError(t, res.err)
-				requireRestored(t, tn, tc.height)
-			case tc.err != nil:
-				require.ErrorIs(t, res.err, tc.err)
-			default:
-				require.ErrorContains(t, res.err, "unknown result")
-			}
-			if tc.punished {
-				waitFor(t, "rejected senders disconnected", func() bool {
-					return !tn.fresh.p2p.Switch.Peers().Has(tn.servers[1].p2p.ID()) &&
-						!tn.fresh.p2p.Switch.Peers().Has(tn.servers[2].p2p.ID())
-				})
-				require.True(t, tn.fresh.p2p.Switch.Peers().Has(tn.servers[0].p2p.ID()))
-			}
-		})
-	}
-}
-
-func TestApplySnapshotChunkResults(t *testing.T) {
-	type applyCase struct {
-		name    string
-		results []abci.ResponseApplySnapshotChunk // for chunk 2
-		err     error                             // nil: restored
-		offers  int                               // OfferSnapshot calls expected
-	}
-	cases := []applyCase{
-		{"accept", []abci.ResponseApplySnapshotChunk{}, nil, 1},
-		{"retry", []abci.ResponseApplySnapshotChunk{
-			{Result: abci.ResponseApplySnapshotChunk_RETRY}, {Result: abci.ResponseApplySnapshotChunk_RETRY},
-		}, nil, 1},
-		{"retry_snapshot", []abci.ResponseApplySnapshotChunk{{Result: abci.ResponseApplySnapshotChunk_RETRY_SNAPSHOT}}, nil, 2},
-		{"reject_snapshot", []abci.ResponseApplySnapshotChunk{{Result: abci.ResponseApplySnapshotChunk_REJECT_SNAPSHOT}}, ErrAllSnapshotsRejected, 1},
-		{"abort", []abci.ResponseApplySnapshotChunk{{Result: abci.ResponseApplySnapshotChunk_ABORT}}, ErrAbort, 1},
-		{"refetch", []abci.ResponseApplySnapshotChunk{
-			{Result: abci.ResponseApplySnapshotChunk_RETRY, RefetchChunks: []uint32{2}},
-		}, nil, 1},
-		{"retry_forever", func() []abci.ResponseApplySnapshotChunk {
-			out := make([]abci.ResponseApplySnapshotChunk, maxChunkRetries+1)
-			for i := range out {
-				out[i].Result = abci.ResponseApplySnapshotChunk_RETRY
-			}
-			return out
-		}(), ErrAllSnapshotsRejected, 1},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tn := newTestNet(t, netOpts{cfg: func(c *Config) { c.DiscoveryTimeout = time.Second }})
-			tn.fresh.app.Misbehave(func(k *kvapp.Knobs) {
-				k.ApplyResults = map[uint32][]abci.ResponseApplySnapshotChunk{2: tc.results}
-			})
-			res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
-			if tc.err != nil {
-				require.ErrorIs(t, res.err, tc.err)
-			} else {
-				require.NoError(t, res.err)
-				requireRestored(t, tn, tn.height)
-			}
-			require.Equal(t, tc.offers, tn.fresh.app.Offers())
-		})
-	}
-}
-
 // TestRejectSendersOnCorruptChunks: server 0 serves corrupt chunks; the app
 // catches them and answers RETRY with RefetchChunks and RejectSenders; the
 // sender is disconnected and the restore completes from the others.
@@ -161,151 +69,6 @@ func TestRejectSendersOnCorruptChunks(t *testing.T) {
 		return !tn.fresh.p2p.Switch.Peers().Has(tn.servers[0].p2p.ID())
 	})
 	require.True(t, tn.fresh.p2p.Switch.Peers().Has(tn.servers[1].p2p.ID()))
-}
-
-// TestPeerDisconnectsMidRestore stops a serving node after a few chunks were
-// applied; the restore completes from the others.
-func TestPeerDisconnectsMidRestore(t *testing.T) {
-	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 8 << 10})
-	reached, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	tn.fresh.app.OnApply(func(index uint32) {
-		if index == 3 {
-			once.Do(func() { close(reached); <-proceed })
-		}
-	})
-	done := startSync(syncCtx(t), tn.fresh.reactor)
-	select {
-	case <-reached:
-	case res := <-done:
-		t.Fatalf("Sync returned before the disconnect: %v", res.err)
-	}
-	tn.servers[0].p2p.Stop()
-	waitFor(t, "peer gone", func() bool { return !tn.fresh.p2p.Switch.Peers().Has(tn.servers[0].p2p.ID()) })
-	waitFor(t, "progress counts 2 peers", func() bool { return tn.fresh.reactor.Progress().Peers == 2 })
-	close(proceed)
-	res := waitSync(t, done, 30*time.Second)
-	require.NoError(t, res.err)
-	requireRestored(t, tn, tn.height)
-}
-
-// TestNoSnapshots: peers without snapshots end Sync with ErrNoSnapshots
-// within the discovery bound.
-func TestNoSnapshots(t *testing.T) {
-	tn := newTestNet(t, netOpts{servers: 2, noSnapshots: true,
-		cfg: func(c *Config) { c.DiscoveryTimeout = 600 * time.Millisecond }})
-	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 10*time.Second)
-	require.ErrorIs(t, res.err, ErrNoSnapshots)
-	require.ErrorContains(t, res.err, "no peer advertised a snapshot")
-	require.Equal(t, PhaseFailed, tn.fresh.reactor.Progress().Phase)
-}
-
-// TestPrunedSnapshotIsGivenUp: every peer advertises a snapshot but says it
-// lacks one of its chunks (it pruned it). Sync does not retry it forever:
-// the peers are asked again, the snapshot is rejected after a bounded number
-// of stalls, and Sync ends with a documented error naming the cause.
-func TestPrunedSnapshotIsGivenUp(t *testing.T) {
-	tn := newTestNet(t, netOpts{
-		cfg: func(c *Config) {
-			c.DiscoveryTimeout = time.Second
-			c.ChunkRequestTimeout = 300 * time.Millisecond
-		},
-		server: func(_ int, app *kvapp.App) { app.Misbehave(func(k *kvapp.Knobs) { k.Missing(1) }) },
-	})
-	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
-	require.ErrorIs(t, res.err, ErrAllSnapshotsRejected)
-	require.ErrorIs(t, res.err, ErrNoPeers)
-	require.ErrorContains(t, res.err, "stalled 3 times")
-}
-
-// TestSilentPeersAreGivenUp: peers advertise a snapshot and then never
-// answer a chunk request. Sync ends with an error instead of re-requesting
-// forever.
-func TestSilentPeersAreGivenUp(t *testing.T) {
-	gate := make(chan struct{})
-	t.Cleanup(func() { close(gate) })
-	tn := newTestNet(t, netOpts{
-		servers: 2,
-		cfg: func(c *Config) {
-			c.DiscoveryTimeout = time.Second
-			c.ChunkRequestTimeout = 200 * time.Millisecond
-		},
-		server: func(_ int, app *kvapp.App) { app.Misbehave(func(k *kvapp.Knobs) { k.LoadGate = gate }) },
-	})
-	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
-	require.ErrorIs(t, res.err, ErrAllSnapshotsRejected)
-	require.ErrorIs(t, res.err, ErrNoPeers)
-}
-
-// gatedProvider wraps a StateProvider and reports every AppHash error.
-type gatedProvider struct {
-	StateProvider
-	errs chan error
-}
-
-func (g *gatedProvider) AppHash(ctx context.Context, h uint64) ([]byte, error) {
-	b, err := g.StateProvider.AppHash(ctx, h)
-	if err != nil {
-		select {
-		case g.errs <- err:
-		default:
-		}
-	}
-	return b, err
-}
-
-// TestSnapshotAtTipTriedLater: the snapshot's height+2 does not exist yet;
-// the snapshot is deferred, not rejected, and restored once it does.
-func TestSnapshotAtTipTriedLater(t *testing.T) {
-	var primary *chaingen.Provider
-	gp := &gatedProvider{errs: make(chan error, 1)}
-	tn := newTestNet(t, netOpts{provider: func(c *chaingen.Chain) StateProvider {
-		primary = c.Provider()
-		sp, err := newLightStateProvider(context.Background(), c.ChainID(), sm.InitStateVersion, 1,
-			primary, []provider.Provider{primary}, c.TrustOptions(1, 24*time.Hour), primary, 5*time.Second, nil)
-		require.NoError(t, err)
-		gp.StateProvider = sp
-		return gp
-	}})
-	primary.SetTop(tn.height + 1)
-	done := startSync(syncCtx(t), tn.fresh.reactor)
-	select {
-	case err := <-gp.errs:
-		require.ErrorIs(t, err, ErrHeightNotAvailable)
-	case res := <-done:
-		t.Fatalf("Sync returned early: %v", res.err)
-	}
-	primary.SetTop(tn.height + 4)
-	res := waitSync(t, done, 30*time.Second)
-	require.NoError(t, res.err)
-	requireRestored(t, tn, tn.height)
-}
-
-// TestTransientProviderErrorKeepsSnapshot: a provider failing with a
-// transient error does not reject the snapshot.
-func TestTransientProviderErrorKeepsSnapshot(t *testing.T) {
-	var primary *chaingen.Provider
-	gp := &gatedProvider{errs: make(chan error, 1)}
-	tn := newTestNet(t, netOpts{provider: func(c *chaingen.Chain) StateProvider {
-		primary = c.Provider()
-		sp, err := newLightStateProvider(context.Background(), c.ChainID(), sm.InitStateVersion, 1,
-			primary, []provider.Provider{c.Provider()}, c.TrustOptions(1, 24*time.Hour), primary, 5*time.Second, nil)
-		require.NoError(t, err)
-		gp.StateProvider = sp
-		return gp
-	}})
-	primary.Fail(provider.ErrNoResponse)
-	done := startSync(syncCtx(t), tn.fresh.reactor)
-	select {
-	case err := <-gp.errs:
-		require.ErrorIs(t, err, ErrProviderTransient)
-	case res := <-done:
-		t.Fatalf("Sync returned early: %v", res.err)
-	}
-	primary.Fail(nil)
-	res := waitSync(t, done, 30*time.Second)
-	require.NoError(t, res.err)
-	requireRestored(t, tn, tn.height)
 }
 
 // chunkPause holds a restore after the app applied one chunk, until
@@ -404,26 +167,4 @@ func TestConcurrentSyncRefused(t *testing.T) {
 	cancel()
 	pause.release()
 	waitSync(t, done, 5*time.Second)
-}
-
-// TestDiscoveryAsksLatePeers: a serving node that connects after Sync
-// started is asked for snapshots, and the restore uses it.
-func TestDiscoveryAsksLatePeers(t *testing.T) {
-	tn := newTestNet(t, netOpts{servers: 1, noSnapshots: true,
-		cfg: func(c *Config) { c.DiscoveryTimeout = 20 * time.Second }})
-	sub, cancel := tn.fresh.reactor.Subscribe()
-	defer cancel()
-	done := startSync(syncCtx(t), tn.fresh.reactor)
-	for p := range sub {
-		if p.Phase == PhaseDiscovery {
-			break
-		}
-	}
-	// A late server with the snapshot.
-	app := kvapp.New(kvapp.Options{Keys: 200, ValueSize: 1024, ChunkSize: 16 << 10, Height: tn.height})
-	late := newLateServer(t, tn, app)
-	p2ptest.Connect(t, tn.fresh.p2p, late)
-	res := waitSync(t, done, 30*time.Second)
-	require.NoError(t, res.err)
-	requireRestored(t, tn, tn.height)
 }
