@@ -116,7 +116,7 @@ func (p *chunkPause) release() { p.releaseOnce.Do(func() { close(p.proceed) }) }
 
 // TestCancelMidSync: cancelling ctx mid-restore returns within a second.
 func TestCancelMidSync(t *testing.T) {
-	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
+	tn := newMemNet(t, netOpts{keys: 400, chunkSize: 4 << 10})
 	pause := pauseAtChunk(t, tn.fresh.app, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -134,7 +134,7 @@ func TestCancelMidSync(t *testing.T) {
 // TestStopDuringSync: Stop during a restore returns Sync with ErrStopped,
 // without deadlock, and Stop is idempotent.
 func TestStopDuringSync(t *testing.T) {
-	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
+	tn := newMemNet(t, netOpts{keys: 400, chunkSize: 4 << 10})
 	pause := pauseAtChunk(t, tn.fresh.app, 2)
 	done := startSync(syncCtx(t), tn.fresh.reactor)
 	pause.wait(t)
@@ -156,7 +156,7 @@ func TestStopDuringSync(t *testing.T) {
 
 // TestConcurrentSyncRefused: a second Sync while one runs fails at once.
 func TestConcurrentSyncRefused(t *testing.T) {
-	tn := newTestNet(t, netOpts{keys: 400, chunkSize: 4 << 10, rate: 500_000})
+	tn := newMemNet(t, netOpts{keys: 400, chunkSize: 4 << 10})
 	pause := pauseAtChunk(t, tn.fresh.app, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
