@@ -40,7 +40,7 @@ type fetchedBlock struct {
 
 type queuePeer struct {
 	id       p2p.ID
-	window   int
+	window   window // cap on requests in flight (window.go)
 	inflight int
 	lacks    int64     // the peer lacks this height and every lower one (0: not known to lack any)
 	timeouts int       // timeout events since the last answer
@@ -154,7 +154,7 @@ func (q *blockQueue) addPeer(id p2p.ID) {
 	if _, ok := q.peers[id]; ok {
 		return
 	}
-	q.peers[id] = &queuePeer{id: id, window: q.lim.initWindow}
+	q.peers[id] = &queuePeer{id: id, window: newWindow(q.lim.initWindow, q.lim.window)}
 	q.order = append(q.order, id)
 }
 
@@ -192,7 +192,7 @@ func (q *blockQueue) assign() []fetchAssignment {
 		progressed = false
 		for i := 0; i < n && len(q.inflight) < q.lim.maxInflight; i++ {
 			p := q.peers[q.order[(q.rr+i)%n]]
-			if p.benched || p.inflight >= p.window {
+			if p.benched || p.window.full(p.inflight) {
 				continue
 			}
 			h, ok := q.pick(p)
@@ -315,7 +315,7 @@ func (q *blockQueue) gotSized(peer p2p.ID, h int64, lb *types.LightBlock, size i
 	}
 	if p != nil {
 		p.timeouts = 0
-		p.window = min(q.lim.window, p.window+1)
+		p.window.grow()
 		p.observe(rtt)
 	}
 	q.estimate = max(size, q.estimate-q.estimate/8) // follows a rise at once, a fall slowly
@@ -369,7 +369,7 @@ func (q *blockQueue) timedOut(peer p2p.ID, h int64, sent, now time.Time, err err
 	if p != nil && sent.After(p.lastCut) {
 		p.lastCut = now
 		p.timeouts++
-		p.window = max(1, p.window/2)
+		p.window.cut()
 		if p.timeouts >= q.lim.maxTimeouts {
 			p.benched = true
 		}

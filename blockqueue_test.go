@@ -85,12 +85,12 @@ func TestBlockQueueWindowsAndOrder(t *testing.T) {
 	// the cut that time out too do not cut it again.
 	sent := qEpoch
 	q.timedOut("a", byPeer(as)["a"][0], sent, sent.Add(time.Second), errQTest)
-	require.Equal(t, 2, q.peers["a"].window)
+	require.Equal(t, 2, q.peers["a"].window.size)
 	q.timedOut("a", byPeer(as)["a"][1], sent, sent.Add(time.Second), errQTest)
-	require.Equal(t, 2, q.peers["a"].window)
+	require.Equal(t, 2, q.peers["a"].window.size)
 	require.Equal(t, 1, q.peers["a"].timeouts)
 	q.timedOut("a", byPeer(as)["a"][2], sent.Add(2*time.Second), sent.Add(3*time.Second), errQTest)
-	require.Equal(t, 1, q.peers["a"].window)
+	require.Equal(t, 1, q.peers["a"].window.size)
 	require.Equal(t, 2, q.peers["a"].timeouts)
 }
 

@@ -77,7 +77,7 @@ type fetchReq struct {
 
 // fetchPeer is the scheduler's view of one peer serving the snapshot.
 type fetchPeer struct {
-	window   int // current cap on requests in flight
+	window   window // cap on requests in flight (window.go)
 	inflight map[uint32]*fetchReq
 	asked    map[uint32]askState // every index ever asked, by outcome
 	lacks    map[uint32]struct{} // indexes the peer said it does not have
@@ -159,12 +159,8 @@ func (f *fetchScheduler) addPeer(peer p2p.ID) {
 		return
 	}
 	delete(f.silent, peer)
-	window := f.maxWindow
-	if f.startWindow > 0 {
-		window = min(f.startWindow, f.maxWindow)
-	}
 	f.peers[peer] = &fetchPeer{
-		window:   window,
+		window:   newWindow(f.startWindow, f.maxWindow),
 		inflight: make(map[uint32]*fetchReq),
 		asked:    make(map[uint32]askState),
 		lacks:    make(map[uint32]struct{}),
@@ -338,7 +334,7 @@ func (f *fetchScheduler) fill(now time.Time) []chunkRequest {
 		} else {
 			finish[id] = float64(len(p.inflight))
 		}
-		if len(p.inflight) < p.window {
+		if !p.window.full(len(p.inflight)) {
 			room++
 		}
 	}
@@ -366,11 +362,11 @@ func (f *fetchScheduler) fill(now time.Time) []chunkRequest {
 		}
 		finish[best] = bestAt
 		p := f.peers[best]
-		if len(p.inflight) >= p.window {
+		if p.window.full(len(p.inflight)) {
 			continue // planned for a busy peer that will deliver it sooner
 		}
 		out = append(out, f.send(best, p, i, now))
-		if len(p.inflight) >= p.window {
+		if p.window.full(len(p.inflight)) {
 			room--
 		}
 	}
@@ -397,7 +393,7 @@ func (f *fetchScheduler) hedge(ids []p2p.ID, now time.Time) (chunkRequest, bool)
 	best, bestAt := p2p.ID(""), 0.0
 	for _, id := range ids {
 		p := f.peers[id]
-		if _, held := holders[id]; held || len(p.inflight) > p.window {
+		if _, held := holders[id]; held || len(p.inflight) > p.window.size {
 			continue
 		}
 		if _, lacks := p.lacks[i]; lacks {
@@ -535,11 +531,10 @@ func (f *fetchScheduler) received(peer p2p.ID, index uint32, size int, now time.
 	f.markDone(index)
 	p.timeouts = 0
 	f.measure(p, size, sent, now)
-	if p.window < f.maxWindow {
-		p.window++
-		if f.amongFastest(p) { // no need to probe a fast peer slowly
-			p.window = f.maxWindow
-		}
+	if f.amongFastest(p) { // no need to probe a fast peer slowly
+		p.window.open()
+	} else {
+		p.window.grow()
 	}
 	return verdictProgress
 }
@@ -617,7 +612,7 @@ func (f *fetchScheduler) expire(now time.Time) []chunkRequest {
 			}
 		}
 		if timedOut {
-			p.window = max(1, p.window/2)
+			p.window.cut()
 			p.timeouts++
 			quiet := p.lastRecv
 			if quiet.IsZero() {

@@ -56,7 +56,7 @@ func TestFetchSchedulerDeadlinesAreAbsolute(t *testing.T) {
 	for _, r := range expired {
 		require.Equal(t, p2p.ID("slow"), r.peer)
 	}
-	require.Equal(t, 1, f.peers["slow"].window, "a timeout halves the window")
+	require.Equal(t, 1, f.peers["slow"].window.size, "a timeout halves the window")
 
 	// The timed-out chunks are requested again; a late reply from the slow
 	// peer still counts, because the chunk is still needed.
@@ -259,7 +259,7 @@ func checkSchedInvariants(t testing.TB, f *fetchScheduler, now time.Time) {
 	t.Helper()
 	count := 0
 	for id, p := range f.peers {
-		require.LessOrEqual(t, len(p.inflight), p.window+1+f.maxWindow, "peer %s window", id)
+		require.LessOrEqual(t, len(p.inflight), p.window.size+1+f.maxWindow, "peer %s window", id)
 		for idx, req := range p.inflight {
 			count++
 			require.False(t, f.done[idx], "a fetched chunk is not in flight")
@@ -291,7 +291,7 @@ func checkSchedInvariants(t testing.TB, f *fetchScheduler, now time.Time) {
 		}
 	}
 	for id, p := range f.peers {
-		if _, held := holders[id]; held || len(p.inflight) > p.window {
+		if _, held := holders[id]; held || len(p.inflight) > p.window.size {
 			continue
 		}
 		if _, lacks := p.lacks[f.cursor]; lacks {
@@ -450,8 +450,8 @@ func TestFetchSchedulerSlowStart(t *testing.T) {
 	// its whole window; b grows by one.
 	require.Equal(t, verdictProgress, f.received(reqs[0].peer, reqs[0].index, 10_000, now.Add(time.Second)))
 	require.Equal(t, verdictProgress, f.received(reqs[1].peer, reqs[1].index, 1_000, now.Add(time.Second)))
-	require.Equal(t, 4, f.peers[reqs[0].peer].window)
-	require.Equal(t, 2, f.peers[reqs[1].peer].window)
+	require.Equal(t, 4, f.peers[reqs[0].peer].window.size)
+	require.Equal(t, 2, f.peers[reqs[1].peer].window.size)
 }
 
 // TestFetchSchedulerShift: time the restore held the answers back does
