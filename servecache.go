@@ -85,9 +85,10 @@ type chunkCache struct {
 const seenKeys = 4096
 
 type chunkLoad struct {
-	done  chan struct{}
-	chunk []byte
-	err   error
+	done    chan struct{}
+	chunk   []byte
+	err     error
+	waiters int // callers waiting for this load (under chunkCache.mtx)
 }
 
 func newChunkCache(budget int) *chunkCache {
@@ -108,6 +109,7 @@ func (c *chunkCache) load(ctx context.Context, k chunkKey, fn func() ([]byte, er
 		return v, true, nil
 	}
 	if l, ok := c.inflight[k]; ok {
+		l.waiters++
 		c.mtx.Unlock()
 		select {
 		case <-l.done:

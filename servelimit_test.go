@@ -160,7 +160,12 @@ func TestChunkCacheMergesLoads(t *testing.T) {
 			require.Equal(t, "chunk", string(v))
 		}()
 	}
-	waitFor(t, "the first load", func() bool { return loads.Load() == 1 })
+	waitFor(t, "the other 15 waiting on the first load", func() bool {
+		c.mtx.Lock()
+		defer c.mtx.Unlock()
+		l := c.inflight[k]
+		return l != nil && l.waiters == 15
+	})
 	close(gate)
 	wg.Wait()
 	require.EqualValues(t, 1, loads.Load())
