@@ -11,7 +11,9 @@ import (
 	"github.com/cometbft/cometbft/types"
 )
 
-// The light-block path, top down (each step calls only the next):
+// The light-block path, top down (each step calls only the next; faults
+// found below come back up through the handler stateprovider_p2p.go gives
+// lightprovider.go, withFaultHandler):
 //   - syncer.go asks its StateProvider for a snapshot's app hash, commit
 //     and state;
 //   - stateprovider_p2p.go (or stateprovider_rpc.go) chooses the sources
