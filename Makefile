@@ -12,7 +12,9 @@ all: lint test
 ## flags in ARGS (make demo ARGS='-size 64 -plain'; ARGS=-h lists them)
 ARGS ?=
 demo:
-	$(GO) run ./cmd/demo $(ARGS)
+	@echo "make demo: building cmd/demo into bin/ (the first build compiles CometBFT: a few minutes)"
+	@bash -c 'set -o pipefail; $(GO) build -v -o bin/demo ./cmd/demo 2>&1 | awk '"'"'/^[A-Za-z0-9_.\/-]+$$/ {n++; printf "\r  %d packages compiled", n; fflush(); next} {print} END {if (n) print ""}'"'"''
+	@bin/demo $(ARGS)
 
 ## test: every package with the race detector (goroutine leaks fail tests),
 ## then the cosmos module's
