@@ -40,8 +40,9 @@ const rpcIdleConnTimeout = 90 * time.Second
 // HTTP request (DefaultVerifyTimeout if not positive); ctx bounds the
 // construction, which fetches and checks the trusted header.
 //
-// Errors: fewer than two distinct servers wraps ErrNotEnoughPeers (the
-// same server twice gives no witness cross-check); a malformed address or
+// Errors: fewer than two distinct servers wraps ErrNotEnoughPeers and says
+// which shortfall it is (none, only one, or one server under several
+// spellings, which gives no witness cross-check); a malformed address or
 // invalid trust options wrap ErrInvalidConfig; a trust root older than
 // trust.Period wraps ErrTrustExpired; unreachable servers wrap
 // ErrProviderTransient.
@@ -56,9 +57,8 @@ func NewRPCStateProvider(ctx context.Context, chainID string, ver cmtstate.Versi
 		return nil, err
 	}
 	if len(distinct) < 2 {
-		return nil, fmt.Errorf("%w: statesync.rpc_servers needs at least 2 distinct RPC servers, got %d (%q "+
-			"normalised to %q): the same server twice gives no witness cross-check",
-			ErrNotEnoughPeers, len(distinct), servers, distinct)
+		return nil, fmt.Errorf("%w: statesync.rpc_servers needs at least 2 distinct RPC servers, got %s",
+			ErrNotEnoughPeers, serversShortfall(servers, distinct))
 	}
 	if verifyTimeout <= 0 {
 		verifyTimeout = DefaultVerifyTimeout

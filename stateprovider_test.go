@@ -701,15 +701,20 @@ func TestRPCStateProvider(t *testing.T) {
 
 func TestRPCStateProviderNeedsTwoDistinctServers(t *testing.T) {
 	c := recentChain(t, chaingen.Options{Height: 3})
-	for _, servers := range [][]string{
-		nil,
-		{"127.0.0.1:26657"},
-		{"127.0.0.1:26657", "http://127.0.0.1:26657/", "HTTP://127.0.0.1:26657", "tcp://127.0.0.1:26657"},
-		{"http://Node.example:80", "node.example"},
+	for _, tc := range []struct {
+		servers []string
+		reason  string
+	}{
+		{nil, "got none"},
+		{[]string{"127.0.0.1:26657"}, `only "127.0.0.1:26657": a second server is needed`},
+		{[]string{"127.0.0.1:26657", "http://127.0.0.1:26657/", "HTTP://127.0.0.1:26657", "tcp://127.0.0.1:26657"},
+			"the same server 4 times: the same server twice gives no witness cross-check"},
+		{[]string{"http://Node.example:80", "node.example"},
+			"the same server 2 times: the same server twice gives no witness cross-check"},
 	} {
-		_, err := newRPCProvider(t, c, servers, 1, time.Second)
-		require.ErrorIs(t, err, ErrNotEnoughPeers, "%v", servers)
-		require.ErrorContains(t, err, "the same server twice gives no witness cross-check")
+		_, err := newRPCProvider(t, c, tc.servers, 1, time.Second)
+		require.ErrorIs(t, err, ErrNotEnoughPeers, "%v", tc.servers)
+		require.ErrorContains(t, err, tc.reason)
 	}
 	for _, servers := range [][]string{{"a:1", ""}, {"a:1", "ftp://b:2"}, {"a:1", "http://"}} {
 		_, err := newRPCProvider(t, c, servers, 1, time.Second)
