@@ -98,6 +98,10 @@ type Config struct {
 	// it runs out Sync fails with ErrNoSnapshots (none found) or
 	// ErrAllSnapshotsRejected (all found were rejected), so the node can
 	// fall back to block sync. Must not be shorter than DiscoveryTime.
+	// Before discovery, unreachable RPC servers are retried with backoff
+	// for up to the same bound (and the P2P provider waits that long for
+	// two peers serving light blocks), so a Sync that finds nothing can
+	// take up to about twice DiscoveryTimeout before it fails.
 	DiscoveryTimeout time.Duration `mapstructure:"discovery_timeout" toml:"discovery_timeout"`
 
 	// ChunkWindow (chunk_window, default 4, 1..64): chunk requests in flight
