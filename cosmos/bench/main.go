@@ -27,13 +27,32 @@ import (
 
 func main() {
 	denoms := flag.Int("denoms", 400_000, "coins of 118-character denoms added to the genesis")
+	variants := flag.String("app", "default;iavl-disable-fastnode=true",
+		"';'-separated app.toml variants for the restoring nodes (each 'default' or comma-separated key=value "+
+			"of app.toml's top level), each run by both sides")
+	flag.StringVar(&profileDir, "cpuprofile", "", "if set, the restoring nodes write CPU profiles (<side>-<n>.pprof) into this directory")
 	flag.Parse()
-	sdknet.Main("bench-cosmos", func(r *sdknet.Runner) { run(r, *denoms) })
+	sdknet.Main("bench-cosmos", func(r *sdknet.Runner) { run(r, *denoms, strings.Split(*variants, ";")) })
 }
+
+var profileDir string
 
 const interval = 10
 
-func run(r *sdknet.Runner, denoms int) {
+// Both sides run with their reactor's default configuration: CometBFT's
+// [statesync] defaults (discovery_time 15s, chunk_request_timeout 10s,
+// chunk_fetchers 4) and this library's (discovery_timeout 2m, which ends
+// discovery early once peers have answered). Only what a node must be
+// told is set: the trust root, RPC servers for the stock light client,
+// use_p2p for ours, and backfill off (the stock reactor has none).
+var reactorDefaults = map[string]string{
+	"backfill":              "false",
+	"discovery_time":        sdknet.Q("15s"),
+	"discovery_timeout":     sdknet.Q("2m0s"),
+	"chunk_request_timeout": sdknet.Q("10s"),
+}
+
+func run(r *sdknet.Runner, denoms int, variants []string) {
 	if err := sdknet.Build(".", r.TempDir()); err != nil {
 		r.Fatalf("%v", err)
 	}
@@ -49,57 +68,96 @@ func run(r *sdknet.Runner, denoms int) {
 	size := dirSize(filepath.Join(nw.Vals[0].Home, "data", "snapshots", fmt.Sprint(snapH)))
 	log("snapshot at height %d: %.1f MB", snapH, float64(size)/1e6)
 
-	ours := restore(r, nw, "ours", "start", "state sync complete; block sync running")
-	oursSplit := split(ours.Log())
-	ours.Stop(r)
-	stock := restore(r, nw, "stock", "start-stock", `"Snapshot restored"`)
-	stockApplied := stockApplyDone(stock.Log())
-	stock.Stop(r)
+	var rows []string
+	for i, v := range variants {
+		app := appOptions(r, v)
+		ours := restore(r, nw, fmt.Sprintf("ours-%d", i), "start", "Snapshot accepted; restoring",
+			"state sync complete; block sync running", app)
+		stock := restore(r, nw, fmt.Sprintf("stock-%d", i), "start-stock", "Snapshot accepted, restoring",
+			`"Snapshot restored"`, app)
+		fetched, applied := split(ours.log)
+		rows = append(rows,
+			fmt.Sprintf("| %s | ours (exampled start) | %.1f s | %.1f s | %.1f s (fetch done %s, apply done %s) | %.1f s |",
+				v, ours.total.Seconds(), ours.before.Seconds(), ours.restore.Seconds(), fetched, applied, ours.cpu.Seconds()),
+			fmt.Sprintf("| %s | CometBFT built-in (exampled start-stock) | %.1f s | %.1f s | %.1f s (apply done %s) | %.1f s |",
+				v, stock.total.Seconds(), stock.before.Seconds(), stock.restore.Seconds(), stockApplyDone(stock.log), stock.cpu.Seconds()),
+			fmt.Sprintf("| %s | **ratio** | **%.2fx** | | | |", v, stock.total.Seconds()/ours.total.Seconds()))
+	}
+	fmt.Printf("\n%.0f MB SDK snapshot (height %d) restored from 4 peers at 5.12 MB/s per link; each reactor's "+
+		"default config; app.toml variant applied to both sides\n\n", float64(size)/1e6, snapH)
+	fmt.Println("| app.toml | side | end to end | start to snapshot accepted | accepted to restored | CPU of the restoring process (user+sys) |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, row := range rows {
+		fmt.Println(row)
+	}
+}
 
-	fmt.Printf("\n| restore of a %.0f MB SDK snapshot from 4 peers at 5.12 MB/s per link | end to end | fetch done | apply done |\n", float64(size)/1e6)
-	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| ours (exampled start) | %.1f s | %s | %s |\n", ours.took.Seconds(), oursSplit[0], oursSplit[1])
-	fmt.Printf("| CometBFT built-in (exampled start-stock) | %.1f s | not logged | %s |\n", stock.took.Seconds(), stockApplied)
-	fmt.Printf("\nours is %.2fx the built-in's speed end to end (both include 5 s of snapshot discovery).\n",
-		stock.took.Seconds()/ours.took.Seconds())
+// appOptions parses a variant: "default" or key=value pairs (raw TOML
+// values) of app.toml's top level.
+func appOptions(r *sdknet.Runner, v string) map[string]string {
+	kv := map[string]string{}
+	if v == "default" || v == "" {
+		return kv
+	}
+	for _, p := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(p, "=")
+		if !ok {
+			r.Fatalf("app variant %q: want key=value", p)
+		}
+		kv[strings.TrimSpace(k)] = strings.TrimSpace(val)
+	}
+	return kv
 }
 
 type timed struct {
-	*sdknet.Node
-	took time.Duration
+	total, before, restore, cpu time.Duration
+	log                         string
 }
 
-// restore starts a fresh node with cmd and waits for done in its log.
-func restore(r *sdknet.Runner, nw *sdknet.Network, name, cmd, done string) timed {
+// restore starts a fresh node with cmd, waits for accepted and then done
+// in its log, stops it and returns the times (200 ms polling).
+func restore(r *sdknet.Runner, nw *sdknet.Network, name, cmd, accepted, done string, app map[string]string) timed {
 	n := nw.Join(r, name, nw.Vals, 0)
 	var rpc []*sdknet.Node
 	if cmd == "start-stock" {
 		rpc = nw.Vals[:2]
 	}
-	nw.StateSync(r, n, rpc, map[string]string{"backfill": "false", "discovery_timeout": sdknet.Q("10m"),
-		"chunk_request_timeout": sdknet.Q("2m")})
+	nw.StateSync(r, n, rpc, reactorDefaults)
+	if len(app) > 0 {
+		sdknet.SetTOML(r, filepath.Join(n.Home, "config", "app.toml"), "", app)
+	}
+	args := []string{cmd}
+	if profileDir != "" {
+		args = append(args, "--cpu-profile", filepath.Join(profileDir, name+".pprof"))
+	}
 	start := time.Now()
-	n.Start(r, sdknet.Exampled, nil, cmd)
+	n.Start(r, sdknet.Exampled, nil, args...)
+	n.WaitLog(r, 30*time.Minute, accepted)
+	before := time.Since(start)
 	n.WaitLog(r, 30*time.Minute, done)
-	took := time.Since(start)
-	log("%s: restored in %.1f s", name, took.Seconds())
-	return timed{Node: n, took: took}
+	total := time.Since(start)
+	n.Stop(r)
+	t := timed{total: total, before: before, restore: total - before, cpu: n.CPU(), log: n.Log()}
+	log("%s: restored in %.1f s (snapshot accepted after %.1f s), %.1f s CPU", name, total.Seconds(),
+		before.Seconds(), t.cpu.Seconds())
+	return t
 }
 
-// split reads fetched_s and applied_s from our handler's completion line.
-func split(l string) [2]string {
-	out := [2]string{"?", "?"}
+// split reads fetched_s and applied_s from our handler's completion line
+// (seconds after the restore started).
+func split(l string) (fetched, applied string) {
+	fetched, applied = "?", "?"
 	for _, line := range strings.Split(l, "\n") {
 		if !strings.Contains(line, "state sync complete") {
 			continue
 		}
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil {
-			out[0] = fmt.Sprintf("%.1f s", m["fetched_s"])
-			out[1] = fmt.Sprintf("%.1f s (after the restore started)", m["applied_s"])
+			fetched = fmt.Sprintf("%.1f s", m["fetched_s"])
+			applied = fmt.Sprintf("%.1f s", m["applied_s"])
 		}
 	}
-	return out
+	return fetched, applied
 }
 
 // stockApplyDone reads, from CometBFT's built-in state sync log (JSON,
@@ -128,7 +186,7 @@ func stockApplyDone(l string) string {
 	if start.IsZero() || last.IsZero() {
 		return "?"
 	}
-	return fmt.Sprintf("%.0f s (after the restore started; 1 s log resolution)", last.Sub(start).Seconds())
+	return fmt.Sprintf("%.0f s (1 s log resolution)", last.Sub(start).Seconds())
 }
 
 // fill adds denoms coins to validator 0's genesis balance and to the
