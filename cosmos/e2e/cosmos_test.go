@@ -22,7 +22,9 @@ import (
 //   - JoinOverP2P: a fresh exampled node restores through this library with
 //     light blocks and params from peers (no RPC server), hands over to
 //     block sync and follows the chain; its balances over gRPC and its app
-//     hash equal the validators' at the same height.
+//     hash equal the validators' at the same height; stopped, it exports
+//     (exampled export) a genesis whose balances and validators are the
+//     chain's at its last height.
 //   - StockNodeRestoresFromOurs: a fresh node under the SDK's stock start
 //     (CometBFT's built-in state sync, two RPC servers) restores from the
 //     validators, which serve snapshots through this library.
@@ -65,6 +67,10 @@ func testJoinOverP2P(t *testing.T, nw *sdknet.Network) {
 	// It follows the chain: a transfer made after the restore shows up.
 	nw.Transfer(t, 1, nw.Users[0], 777)
 	nw.CheckSameState(t, j, chainHeight(t, nw)+2)
+	// Its state, restored from the snapshot and then built on by blocks,
+	// exports as a genesis (exampled export) equal to the chain's.
+	j.Stop(t)
+	nw.CheckExport(t, j)
 }
 
 func testStockNode(t *testing.T, nw *sdknet.Network) {
