@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cometbft/cometbft/crypto/ed25519"
-	"github.com/cometbft/cometbft/p2p"
 
 	"github.com/statesync/statesync/cosmos/internal/sdknet"
 )
@@ -93,14 +89,17 @@ func testStockNode(t *testing.T, nw *sdknet.Network) {
 func lowNodeKey(t *testing.T, home string, others []*sdknet.Node) string {
 	t.Helper()
 	for {
-		k := &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()}
-		id := string(k.ID())
+		k, err := sdknet.NewNodeKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := k.ID()
 		low := true
 		for _, o := range others {
 			low = low && id < o.ID
 		}
 		if low {
-			if err := k.SaveAs(filepath.Join(home, "config", "node_key.json")); err != nil {
+			if err := k.Save(home); err != nil {
 				t.Fatal(err)
 			}
 			return id
