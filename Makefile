@@ -20,10 +20,11 @@ test:
 
 ## test-cosmos: the cosmos module (its own go.mod, Cosmos SDK v0.55): vet
 ## everything, then the e2e tests (a real SDK network of child processes).
-## Only ./e2e is run with -race: it imports no SDK code, so the SDK is
-## compiled once, without -race, for vet and the node binaries; `go test
-## -race` on the SDK packages would compile the SDK a second time for no
-## test. The nodes under test are separate processes.
+## Only ./e2e is run with -race: it imports only the standard library,
+## internal/sdknet and goleak, so the SDK and CometBFT are compiled once,
+## without -race, for vet and the node binaries (exampled, hostiled, built
+## once by the test's TestMain and shared by every case); `go test -race`
+## on the SDK packages would compile the SDK a second time for no test.
 test-cosmos:
 	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e
 
