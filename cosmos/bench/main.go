@@ -41,12 +41,16 @@ func main() {
 	variants := flag.String("app", "default;iavl-disable-fastnode=true",
 		"';'-separated app.toml variants for the restoring nodes (each 'default' or comma-separated key=value "+
 			"of app.toml's top level), each run by both sides")
+	flag.IntVar(&runs, "runs", 2, "pairs of restores per variant (the side that goes first alternates)")
 	flag.StringVar(&profileDir, "cpuprofile", "", "if set, the restoring nodes write CPU profiles (<side>-<n>.pprof) into this directory")
 	flag.Parse()
 	sdknet.Main("bench-cosmos", func(r *sdknet.Runner) { run(r, *denoms, strings.Split(*variants, ";")) })
 }
 
-var profileDir string
+var (
+	profileDir string
+	runs       int
+)
 
 const interval = 10
 
@@ -80,22 +84,26 @@ func run(r *sdknet.Runner, denoms int, variants []string) {
 	size := dirSize(filepath.Join(nw.Vals[0].Home, "data", "snapshots", fmt.Sprint(snapH)))
 	log("snapshot at height %d: %.1f MB", snapH, float64(size)/1e6)
 
-	var rows []string
+	var rows, summary []string
 	for i, v := range variants {
 		app := appOptions(r, v)
-		ours := restore(r, nw, fmt.Sprintf("ours-%d", i), "start", `"state sync: discovery"`,
-			"Snapshot accepted; restoring", "state sync complete; block sync running", app)
-		stock := restore(r, nw, fmt.Sprintf("stock-%d", i), "start-stock", `"Discovering snapshots"`,
-			"Snapshot accepted, restoring", `"Snapshot restored"`, app)
-		fetched, applied := split(ours.log)
-		rows = append(rows,
-			fmt.Sprintf("| %s | ours (exampled start) | %.1f s | %.1f s | %.1f s | %.1f s (fetch done %s, apply done %s) | %.1f s |",
-				v, ours.total.Seconds(), ours.startup.Seconds(), ours.discover.Seconds(), ours.restore.Seconds(),
-				fetched, applied, ours.cpu.Seconds()),
-			fmt.Sprintf("| %s | CometBFT built-in (exampled start-stock) | %.1f s | %.1f s | %.1f s | %.1f s (apply done %s) | %.1f s |",
-				v, stock.total.Seconds(), stock.startup.Seconds(), stock.discover.Seconds(), stock.restore.Seconds(),
-				stockApplyDone(stock.log), stock.cpu.Seconds()),
-			fmt.Sprintf("| %s | **ratio** | **%.2fx** | | | | |", v, stock.total.Seconds()/ours.total.Seconds()))
+		var sumOurs, sumStock time.Duration
+		for k := range runs {
+			// Alternate which side goes first, so that neither always
+			// meets the machine in the same state.
+			var ours, stock timed
+			if k%2 == 0 {
+				ours = restoreOurs(r, nw, i, k, app)
+				stock = restoreStock(r, nw, i, k, app)
+			} else {
+				stock = restoreStock(r, nw, i, k, app)
+				ours = restoreOurs(r, nw, i, k, app)
+			}
+			sumOurs, sumStock = sumOurs+ours.total, sumStock+stock.total
+			rows = append(rows, pairRows(v, ours, stock)...)
+		}
+		summary = append(summary, fmt.Sprintf("| %s | %d | %.1f s | %.1f s | **%.2fx** |", v, runs,
+			sumOurs.Seconds()/float64(runs), sumStock.Seconds()/float64(runs), sumStock.Seconds()/sumOurs.Seconds()))
 	}
 	fmt.Printf("\n%.0f MB SDK snapshot (height %d) restored from 4 peers at 5.12 MB/s per link; each reactor's "+
 		"default config; app.toml variant applied to both sides\n\n", float64(size)/1e6, snapH)
@@ -105,6 +113,35 @@ func run(r *sdknet.Runner, denoms int, variants []string) {
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, row := range rows {
 		fmt.Println(row)
+	}
+	fmt.Println("\n| app.toml | runs | ours, mean end to end | built-in, mean end to end | built-in / ours |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, row := range summary {
+		fmt.Println(row)
+	}
+}
+
+func restoreOurs(r *sdknet.Runner, nw *sdknet.Network, variant, run int, app map[string]string) timed {
+	return restore(r, nw, fmt.Sprintf("ours-%d-%d", variant, run), "start", `"state sync: discovery"`,
+		"Snapshot accepted; restoring", "state sync complete; block sync running", app)
+}
+
+func restoreStock(r *sdknet.Runner, nw *sdknet.Network, variant, run int, app map[string]string) timed {
+	return restore(r, nw, fmt.Sprintf("stock-%d-%d", variant, run), "start-stock", `"Discovering snapshots"`,
+		"Snapshot accepted, restoring", `"Snapshot restored"`, app)
+}
+
+// pairRows are the table rows of one pair of restores.
+func pairRows(v string, ours, stock timed) []string {
+	fetched, applied := split(ours.log)
+	return []string{
+		fmt.Sprintf("| %s | ours (exampled start) | %.1f s | %.1f s | %.1f s | %.1f s (fetch done %s, apply done %s) | %.1f s |",
+			v, ours.total.Seconds(), ours.startup.Seconds(), ours.discover.Seconds(), ours.restore.Seconds(),
+			fetched, applied, ours.cpu.Seconds()),
+		fmt.Sprintf("| %s | CometBFT built-in (exampled start-stock) | %.1f s | %.1f s | %.1f s | %.1f s (apply done %s) | %.1f s |",
+			v, stock.total.Seconds(), stock.startup.Seconds(), stock.discover.Seconds(), stock.restore.Seconds(),
+			stockApplyDone(stock.log), stock.cpu.Seconds()),
+		fmt.Sprintf("| %s | **ratio** | **%.2fx** | | | | |", v, stock.total.Seconds()/ours.total.Seconds()),
 	}
 }
 
