@@ -53,11 +53,13 @@ bench:
 	$(GO) run ./bench -md $(BENCHFLAGS)
 	$(MAKE) bench-cosmos
 
-## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (over 100 MB) restored from
-## 4 peers at CometBFT's default link rate, ours against the SDK's stock start
-## (CometBFT's built-in state sync), with ours split into fetch and apply
-## (about 10-15 minutes on 2 cores; BENCHCOSMOSFLAGS=-denoms=20000 for a
-## short check)
+## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (111 MB) restored from 4
+## peers at CometBFT's default link rate, ours against the SDK's stock start
+## (CometBFT's built-in state sync), each with its reactor's defaults, for
+## the default app.toml and iavl-disable-fastnode=true (both sides), 2 runs
+## each; split into start-up, discovery and restore (fetch and apply), with
+## CPU times (about 20 minutes on 2 cores, most of it the 400 000-coin
+## genesis; BENCHCOSMOSFLAGS='-denoms=20000 -runs=1' for a short check)
 bench-cosmos:
 	cd cosmos && $(GO) run ./bench $(BENCHCOSMOSFLAGS)
 
