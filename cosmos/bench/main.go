@@ -44,6 +44,10 @@ func main() {
 	flag.IntVar(&runs, "runs", 2, "pairs of restores per variant (the side that goes first alternates)")
 	flag.StringVar(&profileDir, "cpuprofile", "", "if set, the restoring nodes write CPU profiles (<side>-<n>.pprof) into this directory")
 	flag.Parse()
+	if runs < 1 {
+		fmt.Fprintln(os.Stderr, "bench-cosmos: -runs must be at least 1")
+		os.Exit(2)
+	}
 	sdknet.Main("bench-cosmos", func(r *sdknet.Runner) { run(r, *denoms, strings.Split(*variants, ";")) })
 }
 
