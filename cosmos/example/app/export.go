@@ -8,7 +8,10 @@ import (
 	"cosmossdk.io/log/v2"
 	cmtproto "github.com/cometbft/cometbft/proto/tendermint/types"
 	dbm "github.com/cosmos/cosmos-db"
+	"github.com/spf13/cast"
 
+	"github.com/cosmos/cosmos-sdk/baseapp"
+	"github.com/cosmos/cosmos-sdk/server"
 	servertypes "github.com/cosmos/cosmos-sdk/server/types"
 	"github.com/cosmos/cosmos-sdk/x/staking"
 )
@@ -30,7 +33,12 @@ func Exporter(logger log.Logger, db dbm.DB, height int64, forZeroHeight bool, ja
 	if forZeroHeight {
 		return servertypes.ExportedApp{}, ErrZeroHeightExport
 	}
-	a, err := build(logger, db, appOpts)
+	// The stores open as the node opens them (app.toml's IAVL settings), so
+	// that an export does not, for example, build the fast-node index of a
+	// node that runs without it.
+	a, err := build(logger, db, appOpts,
+		baseapp.SetIAVLCacheSize(cast.ToInt(appOpts.Get(server.FlagIAVLCacheSize))),
+		baseapp.SetIAVLDisableFastNode(cast.ToBool(appOpts.Get(server.FlagDisableIAVLFastNode))))
 	if err != nil {
 		return servertypes.ExportedApp{}, err
 	}
