@@ -24,10 +24,11 @@ test:
 
 ## test-cosmos: the cosmos module (its own go.mod, Cosmos SDK v0.55): vet
 ## everything, then the e2e tests (a real SDK network of child processes).
-## Only ./e2e is run with -race: it imports no SDK code, so the SDK is
-## compiled once, without -race, for vet and the node binaries; `go test
-## -race` on the SDK packages would compile the SDK a second time for no
-## test. The nodes under test are separate processes.
+## Only ./e2e is run with -race: it imports only the standard library,
+## internal/sdknet and goleak, so the SDK and CometBFT are compiled once,
+## without -race, for vet and the node binaries (exampled, hostiled, built
+## once by the test's TestMain and shared by every case); `go test -race`
+## on the SDK packages would compile the SDK a second time for no test.
 test-cosmos:
 	cd cosmos && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TIMEOUT) ./e2e
 
@@ -61,11 +62,13 @@ bench:
 	$(GO) run ./cmd/bench -md $(BENCHFLAGS)
 	$(MAKE) bench-cosmos
 
-## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (over 100 MB) restored from
-## 4 peers at CometBFT's default link rate, ours against the SDK's stock start
-## (CometBFT's built-in state sync), with ours split into fetch and apply
-## (about 10-15 minutes on 2 cores; BENCHCOSMOSFLAGS=-denoms=20000 for a
-## short check)
+## bench-cosmos: a Cosmos SDK v0.55 IAVL snapshot (111 MB) restored from 4
+## peers at CometBFT's default link rate, ours against the SDK's stock start
+## (CometBFT's built-in state sync), each with its reactor's defaults, for
+## the default app.toml and iavl-disable-fastnode=true (both sides), 2 runs
+## each; split into start-up, discovery and restore (fetch and apply), with
+## CPU times (about 20 minutes on 2 cores, most of it the 400 000-coin
+## genesis; BENCHCOSMOSFLAGS='-denoms=20000 -runs=1' for a short check)
 bench-cosmos:
 	cd cosmos && $(GO) run ./bench $(BENCHCOSMOSFLAGS)
 

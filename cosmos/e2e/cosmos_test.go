@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cometbft/cometbft/crypto/ed25519"
-	"github.com/cometbft/cometbft/p2p"
 
 	"github.com/statesync/statesync/cosmos/internal/sdknet"
 )
@@ -22,7 +18,9 @@ import (
 //   - JoinOverP2P: a fresh exampled node restores through this library with
 //     light blocks and params from peers (no RPC server), hands over to
 //     block sync and follows the chain; its balances over gRPC and its app
-//     hash equal the validators' at the same height.
+//     hash equal the validators' at the same height; stopped, it exports
+//     (exampled export) a genesis whose balances and validators are the
+//     chain's at its last height.
 //   - StockNodeRestoresFromOurs: a fresh node under the SDK's stock start
 //     (CometBFT's built-in state sync, two RPC servers) restores from the
 //     validators, which serve snapshots through this library.
@@ -65,6 +63,10 @@ func testJoinOverP2P(t *testing.T, nw *sdknet.Network) {
 	// It follows the chain: a transfer made after the restore shows up.
 	nw.Transfer(t, 1, nw.Users[0], 777)
 	nw.CheckSameState(t, j, chainHeight(t, nw)+2)
+	// Its state, restored from the snapshot and then built on by blocks,
+	// exports as a genesis (exampled export) equal to the chain's.
+	j.Stop(t)
+	nw.CheckExport(t, j)
 }
 
 func testStockNode(t *testing.T, nw *sdknet.Network) {
@@ -87,14 +89,17 @@ func testStockNode(t *testing.T, nw *sdknet.Network) {
 func lowNodeKey(t *testing.T, home string, others []*sdknet.Node) string {
 	t.Helper()
 	for {
-		k := &p2p.NodeKey{PrivKey: ed25519.GenPrivKey()}
-		id := string(k.ID())
+		k, err := sdknet.NewNodeKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := k.ID()
 		low := true
 		for _, o := range others {
 			low = low && id < o.ID
 		}
 		if low {
-			if err := k.SaveAs(filepath.Join(home, "config", "node_key.json")); err != nil {
+			if err := k.Save(home); err != nil {
 				t.Fatal(err)
 			}
 			return id

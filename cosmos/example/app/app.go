@@ -5,7 +5,6 @@
 package app
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/cosmos/cosmos-sdk/x/genutil"          // also registers the genutil module
 	genutiltypes "github.com/cosmos/cosmos-sdk/x/genutil/types"
 	_ "github.com/cosmos/cosmos-sdk/x/staking" // registers the staking module
+	stakingkeeper "github.com/cosmos/cosmos-sdk/x/staking/keeper"
 )
 
 // Name is the chain binary's name; DefaultNodeHome its default home.
@@ -59,20 +59,36 @@ func Config() depinject.Config {
 // App is the example chain's app.
 type App struct {
 	*runtime.App
+	cdc     codec.Codec
+	staking *stakingkeeper.Keeper
 }
 
-// New builds the app over db; baseAppOptions come from app.toml
-// (server.DefaultBaseappOptions: pruning, snapshots, ...).
+// New builds the app over db and loads its latest version; baseAppOptions
+// come from app.toml (server.DefaultBaseappOptions: pruning, snapshots,
+// ...).
 func New(logger log.Logger, db dbm.DB, appOpts servertypes.AppOptions, baseAppOptions ...func(*baseapp.BaseApp)) (*App, error) {
-	var builder *runtime.AppBuilder
-	if err := depinject.Inject(depinject.Configs(Config(), depinject.Supply(logger, appOpts)), &builder); err != nil {
+	a, err := build(logger, db, appOpts, baseAppOptions...)
+	if err != nil {
 		return nil, err
 	}
-	a := &App{App: builder.Build(db, baseAppOptions...)}
 	if err := a.Load(true); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// build wires the app over db without loading a version.
+func build(logger log.Logger, db dbm.DB, appOpts servertypes.AppOptions, baseAppOptions ...func(*baseapp.BaseApp)) (*App, error) {
+	var (
+		builder *runtime.AppBuilder
+		a       App
+	)
+	if err := depinject.Inject(depinject.Configs(Config(), depinject.Supply(logger, appOpts)),
+		&builder, &a.cdc, &a.staking); err != nil {
+		return nil, err
+	}
+	a.App = builder.Build(db, baseAppOptions...)
+	return &a, nil
 }
 
 // Creator is the SDK AppCreator of the example chain (for the server
@@ -83,12 +99,6 @@ func Creator(logger log.Logger, db dbm.DB, appOpts servertypes.AppOptions) serve
 		panic(err)
 	}
 	return a
-}
-
-// Exporter is the example chain's AppExporter: export is not implemented
-// (it needs no part of state sync).
-func Exporter(log.Logger, dbm.DB, int64, bool, []string, servertypes.AppOptions, []string) (servertypes.ExportedApp, error) {
-	return servertypes.ExportedApp{}, errors.New("export is not implemented by the example chain")
 }
 
 // ClientParts are what the CLI needs from the wiring.

@@ -1,6 +1,7 @@
 package sdknet
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -126,4 +127,63 @@ func (nw *Network) MakeState(t T, rounds int) int64 {
 		return LatestSnapshot(v0) >= snapAt, nil
 	}, v0)
 	return snapAt
+}
+
+// CheckExport runs `exampled export` on n's home (n must be stopped) and
+// checks the genesis it prints: it starts at the height after n's last
+// block, holds every validator, and every account's bank balances equal
+// validator 0's (over gRPC) at n's last height.
+func (nw *Network) CheckExport(t T, n *Node) {
+	t.Helper()
+	var gen struct {
+		InitialHeight int64 `json:"initial_height"`
+		AppState      struct {
+			Bank struct {
+				Balances []struct {
+					Address string `json:"address"`
+					Coins   []struct {
+						Denom  string `json:"denom"`
+						Amount string `json:"amount"`
+					} `json:"coins"`
+				} `json:"balances"`
+			} `json:"bank"`
+		} `json:"app_state"`
+		Consensus struct {
+			Validators []json.RawMessage `json:"validators"`
+		} `json:"consensus"`
+	}
+	out := RunCLI(t, Exampled, "export", "--home", n.Home)
+	// The genesis is the last line (the app's logs may precede it).
+	out = strings.TrimSpace(out)
+	if i := strings.LastIndex(out, "\n"); i >= 0 {
+		out = out[i+1:]
+	}
+	if err := json.Unmarshal([]byte(out), &gen); err != nil {
+		t.Fatalf("%s export: %v\n%.2000s", n.Name, err, out)
+	}
+	last := gen.InitialHeight - 1
+	if last < 1 {
+		t.Fatalf("%s export: initial_height %d", n.Name, gen.InitialHeight)
+	}
+	if len(gen.Consensus.Validators) != len(nw.Vals) {
+		t.Fatalf("%s export at %d: %d validators, the chain has %d", n.Name, last, len(gen.Consensus.Validators), len(nw.Vals))
+	}
+	exported := map[string][]string{}
+	for _, b := range gen.AppState.Bank.Balances {
+		for _, c := range b.Coins {
+			exported[b.Address] = append(exported[b.Address], c.Amount+c.Denom)
+		}
+	}
+	accounts := append(append([]string{}, nw.Users...), nw.Addrs...)
+	for _, addr := range accounts {
+		want, err := Balances(fmt.Sprintf("127.0.0.1:%d", nw.Vals[0].GRPC), addr, last)
+		if err != nil {
+			t.Fatalf("validator balances of %s at %d: %v", addr, last, err)
+		}
+		if got := exported[addr]; len(want) == 0 || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s export at height %d: balances of %s are %v, validator 0 has %v", n.Name, last, addr, got, want)
+		}
+	}
+	t.Logf("%s: exported genesis at height %d holds %d validators and the chain's balances of %d accounts",
+		n.Name, last, len(gen.Consensus.Validators), len(accounts))
 }

@@ -77,6 +77,14 @@ func (n *Node) Stop(t T) {
 	}
 }
 
+// CPU is the CPU time (user+sys) the process used; 0 until it has exited.
+func (n *Node) CPU() time.Duration {
+	if !n.Exited() || n.cmd.ProcessState == nil {
+		return 0
+	}
+	return n.cmd.ProcessState.UserTime() + n.cmd.ProcessState.SystemTime()
+}
+
 // Exited reports whether the process has exited.
 func (n *Node) Exited() bool {
 	select {

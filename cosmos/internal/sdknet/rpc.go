@@ -12,11 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // RPCGet GETs a CometBFT RPC path and decodes its result into out.
@@ -100,34 +95,16 @@ func ABCIInfo(base string) (int64, string, error) {
 	return r.Response.LastBlockHeight, strings.ToUpper(hex.EncodeToString(raw)), nil
 }
 
-// rawCodec passes pre-encoded protobuf bytes through gRPC, so that the
-// test needs none of the SDK's generated types.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(b []byte, v any) error {
-	*(v.(*[]byte)) = append([]byte(nil), b...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
-
 // Balances queries cosmos.bank.v1beta1.Query/AllBalances for addr at
 // height over the SDK's gRPC server at grpcAddr, and returns "amountdenom"
 // strings, sorted.
 func Balances(grpcAddr, addr string, height int64) ([]string, error) {
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "x-cosmos-block-height", strconv.FormatInt(height, 10))
-	req := protowire.AppendTag(nil, 1, protowire.BytesType) // QueryAllBalancesRequest.address
-	req = protowire.AppendString(req, addr)
-	var resp []byte
-	if err := conn.Invoke(ctx, "/cosmos.bank.v1beta1.Query/AllBalances", &req, &resp); err != nil {
+	req := appendBytesField(nil, 1, []byte(addr)) // QueryAllBalancesRequest.address
+	resp, err := GRPCUnary(ctx, grpcAddr, "/cosmos.bank.v1beta1.Query/AllBalances", req,
+		map[string]string{"x-cosmos-block-height": strconv.FormatInt(height, 10)})
+	if err != nil {
 		return nil, err
 	}
 	coins, err := decodeCoins(resp)
@@ -136,47 +113,25 @@ func Balances(grpcAddr, addr string, height int64) ([]string, error) {
 }
 
 // decodeCoins reads QueryAllBalancesResponse.balances (field 1, Coin{denom
-// = 1, amount = 2}).
+// = 1, amount = 2}); other fields are skipped.
 func decodeCoins(b []byte) ([]string, error) {
 	var coins []string
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
+	err := eachField(b, func(num uint64, coin []byte) error {
+		if num != 1 {
+			return nil
 		}
-		b = b[n:]
-		if num != 1 || typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			b = b[n:]
-			continue
-		}
-		coin, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
 		var denom, amount string
-		for len(coin) > 0 {
-			num, typ, n := protowire.ConsumeTag(coin)
-			if n < 0 || typ != protowire.BytesType {
-				return nil, fmt.Errorf("bad Coin field %d", num)
-			}
-			v, m := protowire.ConsumeString(coin[n:])
-			if m < 0 {
-				return nil, protowire.ParseError(m)
-			}
-			coin = coin[n+m:]
+		err := eachField(coin, func(num uint64, v []byte) error {
 			switch num {
 			case 1:
-				denom = v
+				denom = string(v)
 			case 2:
-				amount = v
+				amount = string(v)
 			}
-		}
+			return nil
+		})
 		coins = append(coins, amount+denom)
-	}
-	return coins, nil
+		return err
+	})
+	return coins, err
 }

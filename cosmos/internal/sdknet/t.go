@@ -30,17 +30,17 @@ var (
 )
 
 // Build builds the binaries into dir, from the cosmos module's directory
-// moduleDir. Without -race: the nodes are the system under test.
+// moduleDir, in one go build (one load of the package graph, the two links
+// in parallel). Without -race: the nodes are the system under test, and the
+// SDK compiled for go vet is reused as it is.
 func Build(moduleDir, dir string) error {
 	Exampled = filepath.Join(dir, "exampled")
 	Hostiled = filepath.Join(dir, "hostiled")
-	for bin, pkg := range map[string]string{Exampled: "./example/exampled", Hostiled: "./e2e/internal/hostiled"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Dir = moduleDir
-		cmd.Env = os.Environ()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s: %w\n%s", pkg, err, out)
-		}
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./example/exampled", "./e2e/internal/hostiled")
+	cmd.Dir = moduleDir
+	cmd.Env = os.Environ()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the node binaries: %w\n%s", err, out)
 	}
 	return nil
 }
