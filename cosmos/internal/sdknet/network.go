@@ -196,15 +196,32 @@ func (nw *Network) Transfer(t T, i int, addr string, amount int) {
 }
 
 // LatestSnapshot is the highest snapshot height in the node's snapshot
-// store (its directory names), or 0.
+// store (its directory names; an empty one, left by an export cut short,
+// does not count), or 0.
 func LatestSnapshot(n *Node) int64 {
 	entries, _ := os.ReadDir(filepath.Join(n.Home, "data", "snapshots"))
 	var best int64
 	for _, e := range entries {
 		var h int64
-		if _, err := fmt.Sscan(e.Name(), &h); err == nil && e.IsDir() && h > best {
+		dir := filepath.Join(n.Home, "data", "snapshots", e.Name())
+		if _, err := fmt.Sscan(e.Name(), &h); err == nil && e.IsDir() && h > best && hasFiles(dir) {
 			best = h
 		}
 	}
 	return best
+}
+
+// hasFiles reports whether dir holds a file at any depth: a snapshot whose
+// export was cut short (a validator stopped mid-export) leaves an empty
+// height directory behind.
+func hasFiles(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			found = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
 }
