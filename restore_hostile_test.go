@@ -110,6 +110,34 @@ func holdApplyUntilPunished(t *testing.T, tn *testNet, i int) {
 	})
 }
 
+// holdHonestUntilPunished makes every server but i hold back each chunk
+// from index 2 on until server i is disconnected from the fresh node (or
+// 20 s pass). Under load, server i's advertisement can arrive after the
+// honest servers have served every chunk, and a peer that is never asked
+// for a chunk cannot misbehave: held back, the chunks still needed go to
+// server i once it joins (unassigned ones at once, the others when their
+// deadlines pass or the applier's next chunk is hedged).
+func holdHonestUntilPunished(t *testing.T, tn *testNet, i int) {
+	t.Helper()
+	id := tn.servers[i].p2p.ID()
+	for j := range tn.servers {
+		if j == i {
+			continue
+		}
+		misbehave(tn, j, func(_ p2p.ID, m *ssproto.ChunkResponse, send func(*ssproto.ChunkResponse)) {
+			deadline := time.Now().Add(20 * time.Second)
+			for m.Index >= 2 && tn.fresh.p2p.Switch.Peers().Has(id) && time.Now().Before(deadline) {
+				select {
+				case <-tn.fresh.p2p.Switch.Quit():
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			send(m)
+		})
+	}
+}
+
 // requirePunished waits until peer i is disconnected from the fresh node
 // and checks the others stay connected.
 func requirePunished(t *testing.T, tn *testNet, i int) {
@@ -142,6 +170,7 @@ func TestWithholdingPingerIsPunished(t *testing.T) {
 		p.withheld[m.Index] = m
 	})
 	holdApplyUntilPunished(t, tn, 0)
+	holdHonestUntilPunished(t, tn, 0)
 	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 40*time.Second)
 	require.NoError(t, res.err)
 	requireRestored(t, tn, tn.height)
@@ -170,6 +199,7 @@ func TestDuplicateResenderIsPunished(t *testing.T) {
 		}
 	})
 	holdApplyUntilPunished(t, tn, 0)
+	holdHonestUntilPunished(t, tn, 0)
 	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 40*time.Second)
 	require.NoError(t, res.err)
 	requireRestored(t, tn, tn.height)
