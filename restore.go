@@ -75,12 +75,14 @@ func (s *syncer) setTarget(t *restoreTarget) {
 	s.target = t
 }
 
-// applyJob hands the applier the next chunk to apply, read from the
-// spool.
+// applyJob hands the applier the next chunk to apply: data when the
+// chunk was kept in memory after it was spooled (the hand-off, see
+// spoolOp.keep), else it is read back from the spool at path.
 type applyJob struct {
 	index  uint32
 	sender p2p.ID
 	path   string
+	data   []byte
 }
 
 // applyResult is the applier's report on one chunk.
@@ -96,10 +98,15 @@ type applyResult struct {
 type spoolOp struct {
 	index  uint32
 	remove bool   // remove the file (the writer's job), else write data
-	data   []byte // the chunk to write; dropped once written
+	data   []byte // the chunk to write; dropped once written unless keep
 	size   int64  // len(data)
 	sender p2p.ID
 	path   string
+	// keep: the chunk is the one the applier needs next; once written
+	// it is handed to the applier as it is, instead of being dropped and
+	// read back from the spool (one chunk-sized allocation, a read and a
+	// checksum less per chunk delivered in order).
+	keep bool
 }
 
 // spoolDone is the writer's report on one spoolOp.
@@ -144,6 +151,7 @@ type restoreAttempt struct {
 	maxChunk  int64
 	nextApply uint32
 	applying  bool
+	hot       applyJob // the next chunk to apply, kept in memory after it was spooled (data nil: none)
 	retries   map[uint32]int
 	stallAt   time.Time
 	pausedAt  time.Time // the memory budget is full since
@@ -302,6 +310,9 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 			}
 		case jobs <- job:
 			a.applying = true
+			if a.hot.data != nil && a.hot.index <= job.index {
+				a.hot = applyJob{} // handed over, or passed by
+			}
 		case ops <- op:
 			a.queued[0] = spoolOp{} // the backing array must not keep the op
 			a.queued = a.queued[1:]
@@ -418,6 +429,9 @@ func (a *restoreAttempt) nextJob() (applyJob, bool) {
 	if !a.spool.has(i) {
 		return applyJob{}, false
 	}
+	if a.hot.data != nil && a.hot.index == i {
+		return a.hot, true
+	}
 	return applyJob{index: i, sender: a.spool.senderOf(i), path: a.spool.path(i)}, true
 }
 
@@ -488,16 +502,31 @@ func (a *restoreAttempt) onChunk(in inChunk) (chunkGrant, error) {
 	a.writes.Add(1)
 	a.reportFetch()
 	return chunkGrant{a: a, op: spoolOp{index: m.Index, data: m.Chunk, size: size, sender: in.peer,
-		path: a.spool.path(m.Index)}}, nil
+		path: a.spool.path(m.Index), keep: a.neededNext(m.Index)}}, nil
+}
+
+// neededNext reports whether chunk index is the one the applier is to
+// apply next: it is kept in memory for the applier once spooled (one at a
+// time, so the hand-off holds at most one chunk beyond what the built-in
+// pipeline holds).
+func (a *restoreAttempt) neededNext(index uint32) bool {
+	next := a.nextApply
+	if a.applying {
+		next++
+	}
+	return index == next && a.hot.data == nil
 }
 
 // spoolChunk writes one granted chunk to the spool, on the goroutine that
 // delivered it, and reports it to the loop (unless the attempt has ended).
-// The report does not keep the chunk: it may wait for the loop.
+// The report keeps the chunk only if the applier is to have it (op.keep);
+// it may wait for the loop.
 func (a *restoreAttempt) spoolChunk(op spoolOp) {
 	defer a.writes.Done()
 	err := writeSpoolFile(op.path, op.index, op.data, op.sender)
-	op.data = nil
+	if !op.keep || err != nil {
+		op.data = nil
+	}
 	d := spoolDone{op: op, err: err}
 	select {
 	case a.done <- d:
@@ -543,6 +572,9 @@ func (a *restoreAttempt) onSpooled(d spoolDone) error {
 		return nil
 	}
 	a.spool.mark(i, d.op.sender, size)
+	if d.op.data != nil && a.hot.data == nil && i >= a.nextApply {
+		a.hot = applyJob{index: i, sender: d.op.sender, path: d.op.path, data: d.op.data}
+	}
 	a.reportFetch()
 	return nil
 }
@@ -568,6 +600,9 @@ func (a *restoreAttempt) abandon() {
 // discard forgets chunk index and has its file removed; it is fetched
 // again.
 func (a *restoreAttempt) discard(index uint32) {
+	if a.hot.index == index {
+		a.hot = applyJob{}
+	}
 	if a.spool.unmark(index) {
 		a.queue(spoolOp{index: index, path: a.spool.path(index), remove: true})
 	}
@@ -681,7 +716,10 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 		case job = <-a.jobs:
 		}
 		res := applyResult{index: job.index}
-		data, err := readSpoolFile(job.path, job.index)
+		data, err := job.data, error(nil)
+		if data == nil {
+			data, err = readSpool(job.path, job.index)
+		}
 		res.err = err
 		if res.err == nil {
 			start := time.Now()
@@ -700,6 +738,10 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 		}
 	}
 }
+
+// readSpool reads a chunk back from the spool for the applier (a variable
+// so that tests can count the reads).
+var readSpool = readSpoolFile
 
 // writer removes chunk files (writes are spoolChunk's), in the order it is
 // handed them. It exits when ctx ends.
