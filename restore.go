@@ -20,7 +20,8 @@ import (
 // each one and answers; a chunk it keeps is written to the spool by the
 // delivering connection's goroutine, as CometBFT's own reactor does: the
 // peers' chunks are written in parallel, each dropped from memory once
-// written, and the loop never touches the disk.
+// written (but the one the applier needs next, handed to it without a
+// read back), and the loop never touches the disk.
 
 // inChunk is a chunk response waiting for the restore loop.
 type inChunk struct {
@@ -122,12 +123,14 @@ var errAppRejected = errors.New("the app rejected the snapshot")
 // restoreAttempt is one attempt at restoring a snapshot: fetch its chunks
 // from every peer advertising it, spool them, apply them in order. Its loop
 // (run, on Sync's goroutine) owns the fetch scheduler, the spool's
-// bookkeeping; it never touches the disk and holds no chunk: each chunk it
-// keeps is written by the goroutine that delivered it (spoolChunk; the
-// peers' writes run in parallel, and a chunk is dropped from memory once
-// written), one writer goroutine removes chunk files, one applier
-// goroutine reads them back and feeds the app (as CometBFT's reactor
-// does), so fetching goes on while chunks are written or applied. The
+// bookkeeping; it never touches the disk and holds at most one chunk: each
+// chunk it keeps is written by the goroutine that delivered it
+// (spoolChunk; the peers' writes run in parallel, and a chunk is dropped
+// from memory once written, except the one the applier needs next, which
+// is handed to it as it is: hot), one writer goroutine removes chunk
+// files, one applier goroutine reads the others back and feeds the app
+// (as CometBFT's reactor does), so fetching goes on while chunks are
+// written or applied. The
 // bytes being written stay within the memory budget; beyond it the loop
 // stops taking chunks from the inbox, which holds the peers' connections
 // back.
