@@ -104,26 +104,37 @@ func restoreChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	if os.Getenv("STATESYNC_BENCH_MEMSTATS") != "" { // by hand: where the RSS is
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		status, _ := os.ReadFile("/proc/self/status")
-		for _, l := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(l, "Vm") || strings.HasPrefix(l, "Rss") {
-				fmt.Fprintln(os.Stderr, l)
-			}
-		}
-		if f, err := os.Create(fmt.Sprintf("/tmp/statesync-bench-%s-%d.memprofile", args[0], os.Getpid())); err == nil {
-			_ = pprof.Lookup("allocs").WriteTo(f, 0)
-			f.Close()
-		}
-		fmt.Fprintf(os.Stderr, "HeapSys %d HeapInuse %d HeapIdle %d HeapReleased %d StackSys %d Sys %d NumGC %d "+
-			"TotalAlloc %d\n", ms.HeapSys>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20, ms.StackSys>>20,
-			ms.Sys>>20, ms.NumGC, ms.TotalAlloc>>20)
+	if os.Getenv(envMemStats) != "" {
+		printMemStats(args[0])
 	}
 	fmt.Printf("RESULT %d %d %d %d %d %d %d %d\n", run.took, run.e2e, run.peak, run.live, run.recv, run.peersLeft,
 		run.firstReq, hwm)
 	return nil
+}
+
+// envMemStats, set by hand for a restoring child, makes it print its
+// /proc/self/status memory lines and Go memory statistics to stderr and
+// write an allocs profile to the temp dir when its restore is done.
+const envMemStats = "STATESYNC_BENCH_MEMSTATS"
+
+// printMemStats does what envMemStats asks, for the restorer kind.
+func printMemStats(kind string) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Vm") || strings.HasPrefix(l, "Rss") {
+			fmt.Fprintln(os.Stderr, l)
+		}
+	}
+	name := filepath.Join(os.TempDir(), fmt.Sprintf("statesync-bench-%s-%d.memprofile", kind, os.Getpid()))
+	if f, err := os.Create(name); err == nil {
+		_ = pprof.Lookup("allocs").WriteTo(f, 0)
+		_ = f.Close()
+	}
+	fmt.Fprintf(os.Stderr, "HeapSys %d HeapInuse %d HeapIdle %d HeapReleased %d StackSys %d Sys %d NumGC %d "+
+		"TotalAlloc %d (MiB but NumGC)\n", ms.HeapSys>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20,
+		ms.StackSys>>20, ms.Sys>>20, ms.NumGC, ms.TotalAlloc>>20)
 }
 
 // vmHWM returns this process's peak RSS in bytes (VmHWM in
