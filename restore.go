@@ -20,7 +20,8 @@ import (
 // each one and answers; a chunk it keeps is written to the spool by the
 // delivering connection's goroutine, as CometBFT's own reactor does: the
 // peers' chunks are written in parallel, each dropped from memory once
-// written, and the loop never touches the disk.
+// written (but the one the applier needs next, handed to it without a
+// read back), and the loop never touches the disk.
 
 // inChunk is a chunk response waiting for the restore loop.
 type inChunk struct {
@@ -75,12 +76,14 @@ func (s *syncer) setTarget(t *restoreTarget) {
 	s.target = t
 }
 
-// applyJob hands the applier the next chunk to apply, read from the
-// spool.
+// applyJob hands the applier the next chunk to apply: data when the
+// chunk was kept in memory after it was spooled (the hand-off, see
+// spoolOp.keep), else it is read back from the spool at path.
 type applyJob struct {
 	index  uint32
 	sender p2p.ID
 	path   string
+	data   []byte
 }
 
 // applyResult is the applier's report on one chunk.
@@ -96,10 +99,15 @@ type applyResult struct {
 type spoolOp struct {
 	index  uint32
 	remove bool   // remove the file (the writer's job), else write data
-	data   []byte // the chunk to write; dropped once written
+	data   []byte // the chunk to write; dropped once written unless keep
 	size   int64  // len(data)
 	sender p2p.ID
 	path   string
+	// keep: the chunk is the one the applier needs next; once written
+	// it is handed to the applier as it is, instead of being dropped and
+	// read back from the spool (one chunk-sized allocation, a read and a
+	// checksum less per chunk delivered in order).
+	keep bool
 }
 
 // spoolDone is the writer's report on one spoolOp.
@@ -115,12 +123,14 @@ var errAppRejected = errors.New("the app rejected the snapshot")
 // restoreAttempt is one attempt at restoring a snapshot: fetch its chunks
 // from every peer advertising it, spool them, apply them in order. Its loop
 // (run, on Sync's goroutine) owns the fetch scheduler, the spool's
-// bookkeeping; it never touches the disk and holds no chunk: each chunk it
-// keeps is written by the goroutine that delivered it (spoolChunk; the
-// peers' writes run in parallel, and a chunk is dropped from memory once
-// written), one writer goroutine removes chunk files, one applier
-// goroutine reads them back and feeds the app (as CometBFT's reactor
-// does), so fetching goes on while chunks are written or applied. The
+// bookkeeping; it never touches the disk and holds at most one chunk: each
+// chunk it keeps is written by the goroutine that delivered it
+// (spoolChunk; the peers' writes run in parallel, and a chunk is dropped
+// from memory once written, except the one the applier needs next, which
+// is handed to it as it is: hot), one writer goroutine removes chunk
+// files, one applier goroutine reads the others back and feeds the app
+// (as CometBFT's reactor does), so fetching goes on while chunks are
+// written or applied. The
 // bytes being written stay within the memory budget; beyond it the loop
 // stops taking chunks from the inbox, which holds the peers' connections
 // back.
@@ -144,6 +154,7 @@ type restoreAttempt struct {
 	maxChunk  int64
 	nextApply uint32
 	applying  bool
+	hot       applyJob // the next chunk to apply, kept in memory after it was spooled (data nil: none)
 	retries   map[uint32]int
 	stallAt   time.Time
 	pausedAt  time.Time // the memory budget is full since
@@ -302,6 +313,9 @@ func (a *restoreAttempt) run(ctx context.Context) error {
 			}
 		case jobs <- job:
 			a.applying = true
+			if a.hot.data != nil && a.hot.index <= job.index {
+				a.hot = applyJob{} // handed over, or passed by
+			}
 		case ops <- op:
 			a.queued[0] = spoolOp{} // the backing array must not keep the op
 			a.queued = a.queued[1:]
@@ -418,6 +432,9 @@ func (a *restoreAttempt) nextJob() (applyJob, bool) {
 	if !a.spool.has(i) {
 		return applyJob{}, false
 	}
+	if a.hot.data != nil && a.hot.index == i {
+		return a.hot, true
+	}
 	return applyJob{index: i, sender: a.spool.senderOf(i), path: a.spool.path(i)}, true
 }
 
@@ -488,16 +505,31 @@ func (a *restoreAttempt) onChunk(in inChunk) (chunkGrant, error) {
 	a.writes.Add(1)
 	a.reportFetch()
 	return chunkGrant{a: a, op: spoolOp{index: m.Index, data: m.Chunk, size: size, sender: in.peer,
-		path: a.spool.path(m.Index)}}, nil
+		path: a.spool.path(m.Index), keep: a.neededNext(m.Index)}}, nil
+}
+
+// neededNext reports whether chunk index is the one the applier is to
+// apply next: it is kept in memory for the applier once spooled (one at a
+// time, so the hand-off holds at most one chunk beyond what the built-in
+// pipeline holds).
+func (a *restoreAttempt) neededNext(index uint32) bool {
+	next := a.nextApply
+	if a.applying {
+		next++
+	}
+	return index == next && a.hot.data == nil
 }
 
 // spoolChunk writes one granted chunk to the spool, on the goroutine that
 // delivered it, and reports it to the loop (unless the attempt has ended).
-// The report does not keep the chunk: it may wait for the loop.
+// The report keeps the chunk only if the applier is to have it (op.keep);
+// it may wait for the loop.
 func (a *restoreAttempt) spoolChunk(op spoolOp) {
 	defer a.writes.Done()
 	err := writeSpoolFile(op.path, op.index, op.data, op.sender)
-	op.data = nil
+	if !op.keep || err != nil {
+		op.data = nil
+	}
 	d := spoolDone{op: op, err: err}
 	select {
 	case a.done <- d:
@@ -543,6 +575,9 @@ func (a *restoreAttempt) onSpooled(d spoolDone) error {
 		return nil
 	}
 	a.spool.mark(i, d.op.sender, size)
+	if d.op.data != nil && a.hot.data == nil && i >= a.nextApply {
+		a.hot = applyJob{index: i, sender: d.op.sender, path: d.op.path, data: d.op.data}
+	}
 	a.reportFetch()
 	return nil
 }
@@ -568,6 +603,9 @@ func (a *restoreAttempt) abandon() {
 // discard forgets chunk index and has its file removed; it is fetched
 // again.
 func (a *restoreAttempt) discard(index uint32) {
+	if a.hot.index == index {
+		a.hot = applyJob{}
+	}
 	if a.spool.unmark(index) {
 		a.queue(spoolOp{index: index, path: a.spool.path(index), remove: true})
 	}
@@ -681,7 +719,10 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 		case job = <-a.jobs:
 		}
 		res := applyResult{index: job.index}
-		data, err := readSpoolFile(job.path, job.index)
+		data, err := job.data, error(nil)
+		if data == nil {
+			data, err = readSpool(job.path, job.index)
+		}
 		res.err = err
 		if res.err == nil {
 			start := time.Now()
@@ -700,6 +741,10 @@ func (a *restoreAttempt) applier(ctx context.Context) {
 		}
 	}
 }
+
+// readSpool reads a chunk back from the spool for the applier (a variable
+// so that tests can count the reads).
+var readSpool = readSpoolFile
 
 // writer removes chunk files (writes are spoolChunk's), in the order it is
 // handed them. It exits when ctx ends.

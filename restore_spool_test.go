@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -174,4 +175,25 @@ func TestCrashResume(t *testing.T) {
 	require.Equal(t, total-resumedBytes, tn.fresh.reactor.Progress().Bytes,
 		"only the chunks not spooled before the crash are fetched (%d of %d reused)", resumed, snaps.Snapshots[0].Chunks)
 	require.Empty(t, spoolDirs(t, dir), "nothing left on disk after success (the stale spool too)")
+}
+
+// TestRestoreHandsNextChunkToApplier: a chunk that arrives when it is the
+// next to apply is written to the spool and handed to the applier as it
+// is, not read back. From a single peer the chunks arrive in order, so
+// most are handed over; the applier reads back fewer chunks than there
+// are (it read back every one before the hand-off).
+func TestRestoreHandsNextChunkToApplier(t *testing.T) {
+	var reads atomic.Int64
+	readSpool = func(path string, index uint32) ([]byte, error) {
+		reads.Add(1)
+		return readSpoolFile(path, index)
+	}
+	t.Cleanup(func() { readSpool = readSpoolFile })
+	tn := newTestNet(t, netOpts{servers: 1, keys: 1000, chunkSize: 16 << 10})
+	res := waitSync(t, startSync(syncCtx(t), tn.fresh.reactor), 30*time.Second)
+	require.NoError(t, res.err)
+	requireRestored(t, tn, tn.height)
+	chunks := len(tn.fresh.app.Applied())
+	require.Greater(t, chunks, 8, "enough chunks to tell")
+	require.Less(t, reads.Load(), int64(chunks)/2, "most chunks handed over, not read back")
 }

@@ -88,9 +88,16 @@ func serveChild(args []string) error {
 // childServers runs startServers in a child process and returns the
 // nodes' addresses and a function that stops the child.
 func childServers(c restoreCase) ([]*p2p.NetAddress, func(), error) {
+	addrs, stop, _, err := childServersCPU(c)
+	return addrs, stop, err
+}
+
+// childServersCPU is childServers that also returns a function reading
+// the serving child's CPU time so far (user + system).
+func childServersCPU(c restoreCase) ([]*p2p.NetAddress, func(), func() time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	args := []string{childFlag, strconv.Itoa(c.peers), strconv.FormatInt(c.size, 10),
 		strconv.Itoa(c.chunk), strconv.FormatInt(c.rate, 10)}
@@ -101,14 +108,14 @@ func childServers(c restoreCase) ([]*p2p.NetAddress, func(), error) {
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stop := func() {
 		_ = stdin.Close()
@@ -127,17 +134,42 @@ func childServers(c restoreCase) ([]*p2p.NetAddress, func(), error) {
 		line := sc.Text()
 		if line == "READY" {
 			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-			return addrs, stop, nil
+			cpu := func() time.Duration { return procCPU(cmd.Process.Pid) }
+			return addrs, stop, cpu, nil
 		}
 		if a, ok := strings.CutPrefix(line, "ADDR "); ok {
 			na, err := p2p.NewNetAddressString(a)
 			if err != nil {
 				stop()
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			addrs = append(addrs, na)
 		}
 	}
 	stop()
-	return nil, nil, fmt.Errorf("serving child exited before it was ready: %v", sc.Err())
+	return nil, nil, nil, fmt.Errorf("serving child exited before it was ready: %v", sc.Err())
+}
+
+// procCPU returns the user + system CPU time of process pid so far, from
+// /proc/<pid>/stat (in USER_HZ ticks, 100 per second on Linux), or 0.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	fs := strings.Fields(string(b[i+1:]))
+	if len(fs) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(fs[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fs[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * (time.Second / 100)
 }

@@ -53,6 +53,7 @@ type config struct {
 	heapChunksMB   []int
 	heapIsolate    bool
 	rssPeers       int
+	rssCmt         bool
 	isolate        bool
 	backfill       int
 	bfWindow       int
@@ -97,6 +98,10 @@ func main() {
 	flag.IntVar(&c.heapMB, "heap-size", 1024, "size in MB of the restores whose peak heap and peak RSS are measured")
 	heapChunks := flag.String("heap-chunks", "1,10", "chunk sizes in MB of those restores")
 	flag.IntVar(&c.rssPeers, "rss-peers", 4, "serving peers of the peak-RSS restores")
+	flag.BoolVar(&c.rssCmt, "rss-cmt", false, "serve the peak-RSS restores with CometBFT's reactor instead of ours")
+	childProfile := flag.String("child-cpuprofile", "", "write a CPU profile of each restoring child process (rss, resume) into this directory")
+	oursWindow := flag.Int("ours-chunk-window", 0, "chunk_window of our restorer (0: the default; for experiments)")
+	oursBudget := flag.Int64("ours-memory-budget", -1, "chunk_memory_budget of our restorer in bytes (-1: the default; for experiments)")
 	flag.BoolVar(&c.heapIsolate, "heap-isolate", true, "run that restore's serving peers in a child process, so the heap measured is the restorer's alone")
 	flag.BoolVar(&c.isolate, "isolate", false, "run the comparison's serving peers in a child process too")
 	flag.IntVar(&c.backfill, "backfill-blocks", 10000, "blocks to backfill")
@@ -112,6 +117,13 @@ func main() {
 	flag.BoolVar(&c.verbose, "v", false, "log the reactors (info) to stderr")
 	flag.Parse()
 
+	// The restorer's knobs reach child processes through the environment.
+	for k, v := range map[string]string{envChildProfile: *childProfile, envChunkWindow: strconv.Itoa(*oursWindow),
+		envMemoryBudget: strconv.FormatInt(*oursBudget, 10)} {
+		if err := os.Setenv(k, v); err != nil {
+			fatalf("%s: %v", k, err)
+		}
+	}
 	var err error
 	if c.peers, err = ints(*peers); err != nil {
 		fatalf("-peers: %v", err)
@@ -271,7 +283,7 @@ func run(c config, logger log.Logger) error {
 		for _, chunkMB := range c.heapChunksMB {
 			fmt.Fprintf(os.Stderr, "rss: %d MB, %d MB chunks, %d peers, lifted, restorers in child processes ...\n",
 				c.heapMB, chunkMB, c.rssPeers)
-			r, err := runRSS(restoreCase{peers: c.rssPeers, chunk: chunkMB << 20, size: int64(c.heapMB) << 20})
+			r, err := runRSS(restoreCase{peers: c.rssPeers, chunk: chunkMB << 20, size: int64(c.heapMB) << 20, cmtServe: c.rssCmt})
 			if err != nil {
 				return fmt.Errorf("rss: %w", err)
 			}

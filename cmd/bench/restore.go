@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
@@ -166,7 +167,26 @@ func restoreOurs(chain *chaingen.Chain, servers []*p2p.NetAddress, p2pCfg *cmtcf
 	return restoreOursWith(chain, servers, p2pCfg, tmp, logger, func(cfg *statesync.Config) {
 		cfg.DiscoveryTime = 500 * time.Millisecond
 		cfg.Backfill = false
+		experimentKnobs(cfg)
 	})
+}
+
+// Environment variables set by the bench's flags, read by restorers in
+// this process and in child processes.
+const (
+	envChildProfile = "STATESYNC_BENCH_CHILD_CPUPROFILE" // -child-cpuprofile
+	envChunkWindow  = "STATESYNC_BENCH_CHUNK_WINDOW"     // -ours-chunk-window
+	envMemoryBudget = "STATESYNC_BENCH_MEMORY_BUDGET"    // -ours-memory-budget
+)
+
+// experimentKnobs applies -ours-chunk-window and -ours-memory-budget.
+func experimentKnobs(cfg *statesync.Config) {
+	if w, err := strconv.Atoi(os.Getenv(envChunkWindow)); err == nil && w > 0 {
+		cfg.ChunkWindow = w
+	}
+	if b, err := strconv.ParseInt(os.Getenv(envMemoryBudget), 10, 64); err == nil && b >= 0 {
+		cfg.ChunkMemoryBudget = b
+	}
 }
 
 // restoreOursWith restores with DefaultConfig changed by set.

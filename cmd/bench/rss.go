@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,13 +35,15 @@ const restoreChildFlag = "-restore-child"
 // childRun is one restore in a child process.
 type childRun struct {
 	restoreRun
-	maxRSS int64         // bytes (VmHWM)
-	cpu    time.Duration // user + system
+	maxRSS   int64         // bytes (VmHWM)
+	cpu      time.Duration // user + system
+	serveCPU time.Duration // the serving child's user + system during this restore
 }
 
 // restoreChild is the restoring child's main: args are kind ("ours" or
 // "theirs"), size, chunk, rate, temp dir, the servers' addresses
-// (comma-separated) and the snapshot's app hash (hex).
+// (comma-separated) and the snapshot's app hash (hex, or "auto" to compute
+// it as the serving child does, for a run by hand).
 func restoreChild(args []string) error {
 	if len(args) != 7 {
 		return errors.New("want: kind size chunk rate tmp addrs apphash")
@@ -61,8 +65,11 @@ func restoreChild(args []string) error {
 		}
 		servers = append(servers, na)
 	}
-	appHash, err := hex.DecodeString(args[6])
-	if err != nil {
+	var appHash []byte
+	var err error
+	if args[6] == "auto" { // by hand: the serving child's snapshot of this size and chunk
+		appHash = srcApp(c).AppHash()
+	} else if appHash, err = hex.DecodeString(args[6]); err != nil {
 		return err
 	}
 	chain, err := benchChainHash(appHash)
@@ -70,6 +77,17 @@ func restoreChild(args []string) error {
 		return err
 	}
 	p2pCfg := p2ptest.Config(c.linkRate())
+	if dir := os.Getenv(envChildProfile); dir != "" {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", args[0], os.Getpid())))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var run restoreRun
 	switch args[0] {
 	case "ours":
@@ -86,9 +104,37 @@ func restoreChild(args []string) error {
 	if err != nil {
 		return err
 	}
+	if os.Getenv(envMemStats) != "" {
+		printMemStats(args[0])
+	}
 	fmt.Printf("RESULT %d %d %d %d %d %d %d %d\n", run.took, run.e2e, run.peak, run.live, run.recv, run.peersLeft,
 		run.firstReq, hwm)
 	return nil
+}
+
+// envMemStats, set by hand for a restoring child, makes it print its
+// /proc/self/status memory lines and Go memory statistics to stderr and
+// write an allocs profile to the temp dir when its restore is done.
+const envMemStats = "STATESYNC_BENCH_MEMSTATS"
+
+// printMemStats does what envMemStats asks, for the restorer kind.
+func printMemStats(kind string) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Vm") || strings.HasPrefix(l, "Rss") {
+			fmt.Fprintln(os.Stderr, l)
+		}
+	}
+	name := filepath.Join(os.TempDir(), fmt.Sprintf("statesync-bench-%s-%d.memprofile", kind, os.Getpid()))
+	if f, err := os.Create(name); err == nil {
+		_ = pprof.Lookup("allocs").WriteTo(f, 0)
+		_ = f.Close()
+	}
+	fmt.Fprintf(os.Stderr, "HeapSys %d HeapInuse %d HeapIdle %d HeapReleased %d StackSys %d Sys %d NumGC %d "+
+		"TotalAlloc %d (MiB but NumGC)\n", ms.HeapSys>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20,
+		ms.StackSys>>20, ms.Sys>>20, ms.NumGC, ms.TotalAlloc>>20)
 }
 
 // vmHWM returns this process's peak RSS in bytes (VmHWM in
@@ -202,7 +248,7 @@ type rssResult struct {
 // own child process, from c.peers serving nodes (our Reactor) in another.
 func runRSS(c restoreCase) (res rssResult, err error) {
 	res.restoreCase = c
-	servers, stop, err := childServers(c)
+	servers, stop, serveCPU, err := childServersCPU(c)
 	if err != nil {
 		return res, err
 	}
@@ -215,10 +261,12 @@ func runRSS(c restoreCase) (res rssResult, err error) {
 	appHash := srcApp(c).AppHash()
 	for i := 0; i < repeats; i++ {
 		for _, kind := range []string{"ours", "theirs"} {
+			before := serveCPU()
 			run, _, err := runRestoreChild(kind, c, appHash, tmp, servers, nil)
 			if err != nil {
 				return res, err
 			}
+			run.serveCPU = serveCPU() - before
 			if kind == "ours" {
 				res.ours = append(res.ours, run)
 			} else {
@@ -246,15 +294,20 @@ func mmmF(v []float64, format string) string {
 }
 
 func printRSS(c config, rs []rssResult) {
-	fmt.Printf("## Peak RSS of a %d MB restore (4 peers, rate limits lifted, restorer and servers in separate processes)\n\n",
-		c.heapMB)
+	server := "our Reactor"
+	if c.rssCmt {
+		server = "CometBFT's reactor"
+	}
+	fmt.Printf("## Peak RSS of a %d MB restore (%d peers served by %s, rate limits lifted, restorer and servers in separate processes)\n\n",
+		c.heapMB, c.rssPeers, server)
 	header := []string{"chunk", "ours peak RSS MB", "built-in peak RSS MB", "ours / built-in", "ours MB/s", "built-in MB/s",
-		"ours CPU s", "built-in CPU s", "target"}
+		"ours CPU s", "built-in CPU s", "servers' CPU s, ours", "servers' CPU s, built-in", "target"}
 	var rows [][]string
 	for _, r := range rs {
 		rss := func(x childRun) float64 { return float64(x.maxRSS) / (1 << 20) }
 		speed := func(x childRun) float64 { return float64(r.size) / 1e6 / x.took.Seconds() }
 		cpu := func(x childRun) float64 { return x.cpu.Seconds() }
+		scpu := func(x childRun) float64 { return x.serveCPU.Seconds() }
 		ratio := make([]float64, len(r.ours))
 		for i := range r.ours {
 			ratio[i] = float64(r.ours[i].maxRSS) / float64(r.theirs[i].maxRSS)
@@ -262,14 +315,16 @@ func printRSS(c config, rs []rssResult) {
 		rows = append(rows, []string{fmt.Sprintf("%d MB", r.chunk>>20), mmmOf(r.ours, "%.0f", rss), mmmOf(r.theirs, "%.0f", rss),
 			mmmF(ratio, "%.2f"),
 			mmmOf(r.ours, "%.0f", speed), mmmOf(r.theirs, "%.0f", speed), mmmOf(r.ours, "%.1f", cpu),
-			mmmOf(r.theirs, "%.1f", cpu), "ours ≤ built-in"})
+			mmmOf(r.theirs, "%.1f", cpu), mmmOf(r.ours, "%.1f", scpu), mmmOf(r.theirs, "%.1f", scpu),
+			"ours ≤ built-in"})
 	}
 	table(c.md, header, rows)
 	fmt.Printf("%d runs per point, min / median / max; ratio per run (ours then the built-in, back to back). Each\n", repeats)
 	fmt.Println("restore runs alone in a child process of the bench (this binary); its peak RSS is the child's VmHWM")
 	fmt.Println("(/proc/self/status, read when its Sync has returned): the Go runtime, the chain, the p2p stack and the")
-	fmt.Println("reactor, default GC settings for both. The 4 serving nodes (our Reactor, kvapp streaming) run in a")
-	fmt.Println("third process. CPU = the child's user + system time.")
+	fmt.Printf("reactor, default GC settings for both. The %d serving nodes (%s, kvapp streaming) run in a\n", c.rssPeers, server)
+	fmt.Println("third process. CPU = the child's user + system time; servers' CPU = the serving process's during")
+	fmt.Println("that restore (/proc/<pid>/stat).")
 	fmt.Println()
 }
 
