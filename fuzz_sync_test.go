@@ -50,8 +50,13 @@ import (
 //     and a Sync that ended leaves no spool behind; no goroutine is left
 //     once the Reactor stopped.
 //
-// Each execution takes milliseconds to a few hundred (a tiny snapshot,
-// timeouts of tens of milliseconds).
+// The waits of a Sync are real time, so an execution costs what the
+// timeouts it runs into cost: an input without attackers (no wait but the
+// discovery time) gets generous timeouts, which only a starved machine
+// would reach, so that the "no attacker, it succeeds" check cannot fail on
+// timing; an input with attackers, which may fail with a documented error
+// anyway, gets timeouts of tens of milliseconds (see syncFuzzTimeouts).
+// Most executions take 10 to 150 ms.
 func FuzzSyncOverRouter(f *testing.F) {
 	// Operations: 0/1 id modes snaps delay drop: connect an attacker (modes:
 	// chunk %5, light >>3 %4, params >>5 %4); 2 id: disconnect it; 3/4 id
@@ -284,7 +289,10 @@ type syncFuzzRun struct {
 func (fx *syncFuzzFixture) run(t *testing.T, prog []byte) {
 	leakOpt := goleak.IgnoreCurrent()
 	run := fx.newRun(t, prog)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// The bound on an outcome; below the 10 s after which the fuzzing
+	// engine kills a worker ("deadlocked!"), so that a hang is reported
+	// as this invariant.
+	ctx, cancel := context.WithTimeout(context.Background(), syncFuzzBound)
 	defer cancel()
 	done := make(chan struct{})
 	in := &opReader{prog}
@@ -331,10 +339,7 @@ func (fx *syncFuzzFixture) newRun(t *testing.T, prog []byte) *syncFuzzRun {
 	cfg.TrustHeight, cfg.TrustHash, cfg.TrustPeriod = trust.Height, fmt.Sprintf("%X", trust.Hash), trust.Period
 	cfg.TempDir = t.TempDir()
 	cfg.DiscoveryTime = 5 * time.Millisecond
-	cfg.DiscoveryTimeout = 300 * time.Millisecond
-	cfg.ChunkRequestTimeout = 100 * time.Millisecond
-	cfg.LightBlockTimeout = 40 * time.Millisecond
-	cfg.VerifyTimeout = 300 * time.Millisecond
+	syncFuzzTimeouts(&cfg, programAttacks(prog))
 	offers := &offerRecorder{AppConnSnapshot: conns.Snapshot()}
 	r, err := NewReactor(cfg, Deps{Snapshots: offers, Query: conns.Query(),
 		StateStore: sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{}), BlockStore: store.NewBlockStore(dbm.NewMemDB()),
@@ -360,6 +365,46 @@ func (fx *syncFuzzFixture) newRun(t *testing.T, prog []byte) *syncFuzzRun {
 	return run
 }
 
+// maxSyncFuzzSteps bounds the operations of one input.
+const maxSyncFuzzSteps = 32
+
+// syncFuzzBound bounds one Sync of FuzzSyncOverRouter.
+const syncFuzzBound = 8 * time.Second
+
+// syncFuzzTimeouts sets cfg's timeouts for an execution: short ones when
+// attackers take part (what they withhold is waited for), generous ones
+// otherwise (honest peers answer at once; nothing is waited for).
+func syncFuzzTimeouts(cfg *Config, attacked bool) {
+	if !attacked {
+		cfg.DiscoveryTimeout = 2 * time.Second
+		cfg.ChunkRequestTimeout = time.Second
+		cfg.LightBlockTimeout = time.Second
+		cfg.VerifyTimeout = 2 * time.Second
+		return
+	}
+	cfg.DiscoveryTimeout = 100 * time.Millisecond
+	cfg.ChunkRequestTimeout = 50 * time.Millisecond
+	cfg.LightBlockTimeout = 20 * time.Millisecond
+	cfg.VerifyTimeout = 100 * time.Millisecond
+}
+
+// programAttacks reports whether prog, read as drive reads it, connects
+// an attacker or injects a message (drive sets syncFuzzRun.attacked).
+func programAttacks(prog []byte) bool {
+	in := &opReader{prog}
+	for steps := 0; in.more() && steps < maxSyncFuzzSteps; steps++ {
+		op := in.byte() % 6
+		in.byte() // the attacker
+		switch op {
+		case 0, 1, 3, 4:
+			return true
+		case 5:
+			in.byte()
+		}
+	}
+	return false
+}
+
 func (run *syncFuzzRun) connect(id p2p.ID, p *fuzzPeer, link p2ptest.Link) {
 	run.ep.mtx.Lock()
 	run.ep.conns[id] = p
@@ -371,7 +416,7 @@ func (run *syncFuzzRun) connect(id p2p.ID, p *fuzzPeer, link p2ptest.Link) {
 // (done closed); with done nil, until the first pause.
 func (run *syncFuzzRun) drive(in *opReader, done <-chan struct{}) {
 	attackers := []p2p.ID{"attacker0", "attacker1"}
-	for in.more() && run.steps < 32 {
+	for in.more() && run.steps < maxSyncFuzzSteps {
 		run.steps++
 		op, id := in.byte()%6, attackers[in.byte()%2]
 		switch op {
