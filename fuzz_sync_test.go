@@ -55,8 +55,8 @@ import (
 // discovery time) gets generous timeouts, which only a starved machine
 // would reach, so that the "no attacker, it succeeds" check cannot fail on
 // timing; an input with attackers, which may fail with a documented error
-// anyway, gets timeouts of tens of milliseconds (see syncFuzzTimeouts).
-// Most executions take 10 to 150 ms.
+// anyway, gets timeouts of 10 to 50 ms (see syncFuzzTimeouts). Most
+// executions take 10 to 200 ms.
 func FuzzSyncOverRouter(f *testing.F) {
 	// Operations: 0/1 id modes snaps delay drop: connect an attacker (modes:
 	// chunk %5, light >>3 %4, params >>5 %4); 2 id: disconnect it; 3/4 id
@@ -338,7 +338,7 @@ func (fx *syncFuzzFixture) newRun(t *testing.T, prog []byte) *syncFuzzRun {
 	cfg.UseP2P, cfg.RPCServers, cfg.Backfill = true, nil, false
 	cfg.TrustHeight, cfg.TrustHash, cfg.TrustPeriod = trust.Height, fmt.Sprintf("%X", trust.Hash), trust.Period
 	cfg.TempDir = t.TempDir()
-	cfg.DiscoveryTime = 5 * time.Millisecond
+	cfg.DiscoveryTime = 2 * time.Millisecond
 	syncFuzzTimeouts(&cfg, programAttacks(prog))
 	offers := &offerRecorder{AppConnSnapshot: conns.Snapshot()}
 	r, err := NewReactor(cfg, Deps{Snapshots: offers, Query: conns.Query(),
@@ -382,10 +382,10 @@ func syncFuzzTimeouts(cfg *Config, attacked bool) {
 		cfg.VerifyTimeout = 2 * time.Second
 		return
 	}
-	cfg.DiscoveryTimeout = 100 * time.Millisecond
-	cfg.ChunkRequestTimeout = 50 * time.Millisecond
-	cfg.LightBlockTimeout = 20 * time.Millisecond
-	cfg.VerifyTimeout = 100 * time.Millisecond
+	cfg.DiscoveryTimeout = 50 * time.Millisecond
+	cfg.ChunkRequestTimeout = 25 * time.Millisecond
+	cfg.LightBlockTimeout = 10 * time.Millisecond
+	cfg.VerifyTimeout = 50 * time.Millisecond
 }
 
 // programAttacks reports whether prog, read as drive reads it, connects
