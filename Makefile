@@ -98,10 +98,11 @@ reliability-crash:
 ## (FUZZMINIMIZETIME=60s for a smaller one). The engine instruments every
 ## package a test binary links, and its per-execution bookkeeping grows
 ## with that: in the root package (CometBFT and the test-only dependencies)
-## even an empty target runs about 1.5k executions/s per worker on 2 cores,
-## so 10 million executions of one target take about an hour and a half
-## with 2 workers, FuzzSyncOverRouter (a whole Sync per execution, real
-## timeouts) far longer.
+## even an empty target runs only about 1.5k executions/s per worker on 2
+## loaded cores, so 10 million executions of one target take from about 45
+## minutes (FuzzParamsQuorum) to 2 hours (FuzzFetchScheduler) with 2
+## workers, FuzzSyncOverRouter (a whole Sync per execution, real timeouts)
+## days.
 FUZZTIME ?= 20s
 FUZZPARALLEL ?=
 FUZZMINIMIZETIME ?= 500x
