@@ -280,7 +280,10 @@ type syncFuzzRun struct {
 	offers *offerRecorder
 	// attacked: the input connected an attacker or injected a message.
 	attacked bool
-	steps    int
+	// short: the input attacks (programAttacks), so Sync ran with the
+	// short timeouts, even if it ended before the attack was applied.
+	short bool
+	steps int
 	// violation is an invariant the driver saw broken while Sync ran.
 	violation string
 	stopApp   func()
@@ -339,7 +342,8 @@ func (fx *syncFuzzFixture) newRun(t *testing.T, prog []byte) *syncFuzzRun {
 	cfg.TrustHeight, cfg.TrustHash, cfg.TrustPeriod = trust.Height, fmt.Sprintf("%X", trust.Hash), trust.Period
 	cfg.TempDir = t.TempDir()
 	cfg.DiscoveryTime = 2 * time.Millisecond
-	syncFuzzTimeouts(&cfg, programAttacks(prog))
+	short := programAttacks(prog)
+	syncFuzzTimeouts(&cfg, short)
 	offers := &offerRecorder{AppConnSnapshot: conns.Snapshot()}
 	r, err := NewReactor(cfg, Deps{Snapshots: offers, Query: conns.Query(),
 		StateStore: sm.NewStore(dbm.NewMemDB(), sm.StoreOptions{}), BlockStore: store.NewBlockStore(dbm.NewMemDB()),
@@ -357,7 +361,7 @@ func (fx *syncFuzzFixture) newRun(t *testing.T, prog []byte) *syncFuzzRun {
 	if err := r.Start(); err != nil {
 		t.Fatal(err)
 	}
-	run := &syncFuzzRun{fx: fx, r: r, rt: rt, ep: ep, app: app, offers: offers}
+	run := &syncFuzzRun{fx: fx, r: r, rt: rt, ep: ep, app: app, offers: offers, short: short}
 	run.stopApp = func() { _ = conns.Stop() }
 	for _, id := range []p2p.ID{"honest0", "honest1"} {
 		run.connect(id, &fuzzPeer{}, p2ptest.Link{})
@@ -511,7 +515,10 @@ func (run *syncFuzzRun) check(t *testing.T, state sm.State, err error, ctx conte
 		if !ok {
 			t.Fatalf("Sync failed with an undocumented error: %v", err)
 		}
-		if !run.attacked {
+		// With no attack it succeeds; unless the timeouts were the short
+		// ones (the input's attack came after Sync ended): a starved
+		// machine may make an honest peer miss those.
+		if !run.attacked && !run.short {
 			t.Fatalf("Sync failed with honest peers only: %v", err)
 		}
 		return
