@@ -85,18 +85,35 @@ reliability-crash:
 		cat $$f; rm -f $$f $$f.log; \
 	else cat $$f.log >&2; cat $$f 2>/dev/null; rm -f $$f $$f.log; exit 1; fi
 
-## fuzz: fuzz the wire decoder and validators, the syncer's inbox and pool,
-## a whole Sync over an in-memory router,
-## the block queue, the dispatcher, backfill verification and the params
-## quorum, each for FUZZTIME (default 20s; e.g. FUZZTIME=10m, or 10000000x
-## for a number of executions). Seeds: testdata/fuzz and proto/testdata/fuzz.
+## fuzz: fuzz the wire decoder and validators, the params quorum, the block
+## queue, the chunk fetch scheduler, the dispatcher, backfill verification,
+## the syncer's inbox and pool, and a whole Sync over an in-memory router,
+## one after the other (the fastest first), each for FUZZTIME (default 20s;
+## e.g. FUZZTIME=10m, or FUZZTIME=10000000x for a number of executions per
+## target) with FUZZPARALLEL workers (default: one per core). Seeds:
+## testdata/fuzz and proto/testdata/fuzz. FUZZMINIMIZETIME (default 500x)
+## bounds the executions spent minimizing each new input: with the engine's
+## default (60s) the workers spend most of a short run minimizing, not
+## fuzzing; a failing input is written minimized within that bound
+## (FUZZMINIMIZETIME=60s for a smaller one). The engine instruments every
+## package a test binary links, and its per-execution bookkeeping grows
+## with that: in the root package (CometBFT and the test-only dependencies)
+## even an empty target runs only about 1.5k executions/s per worker on 2
+## loaded cores, so 10 million executions of one target take from about 45
+## minutes (FuzzParamsQuorum) to 2 hours (FuzzFetchScheduler) with 2
+## workers, FuzzSyncOverRouter (a whole Sync per execution, real timeouts)
+## days.
 FUZZTIME ?= 20s
-FUZZ_TARGETS ?= FuzzFetchScheduler FuzzSyncerInbox FuzzSyncOverRouter FuzzBlockQueue FuzzDispatcher FuzzBackfillVerify FuzzParamsQuorum
+FUZZPARALLEL ?=
+FUZZMINIMIZETIME ?= 500x
+FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL))
+FUZZ_TARGETS ?= FuzzParamsQuorum FuzzBlockQueue FuzzFetchScheduler FuzzDispatcher FuzzBackfillVerify FuzzSyncerInbox FuzzSyncOverRouter
 fuzz:
-	$(GO) test ./proto -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME)
+	@echo "== FuzzDecodeValidate (./proto)"
+	$(GO) test ./proto -fuzz '^FuzzDecodeValidate$$' $(FUZZFLAGS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $$t"; \
-		$(GO) test . -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
+		$(GO) test . -fuzz "^$$t\$$" $(FUZZFLAGS); \
 	done
 
 ## reliability-attacks: every attacker scenario (withholder, pinger, snapshot

@@ -1,6 +1,7 @@
 package statesync
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 	"time"
@@ -257,37 +258,66 @@ func TestFetchSchedulerModel(t *testing.T) {
 // chunk is not left with overdue holders while another peer could serve it.
 func checkSchedInvariants(t testing.TB, f *fetchScheduler, now time.Time) {
 	t.Helper()
+	if msg := schedViolation(f, now); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
+// schedViolation is checkSchedInvariants' check: the first invariant f
+// breaks at now, or "". Plain comparisons, no testify: the fuzz target
+// calls it after every step.
+func schedViolation(f *fetchScheduler, now time.Time) string {
 	count := 0
 	for id, p := range f.peers {
-		require.LessOrEqual(t, len(p.inflight), p.window.size+1+f.maxWindow, "peer %s window", id)
+		if len(p.inflight) > p.window.size+1+f.maxWindow {
+			return fmt.Sprintf("peer %s holds %d requests, window %d (+1 hedge, +%d)", id, len(p.inflight),
+				p.window.size, f.maxWindow)
+		}
 		for idx, req := range p.inflight {
 			count++
-			require.False(t, f.done[idx], "a fetched chunk is not in flight")
-			require.Contains(t, f.owners[idx], id)
-			require.LessOrEqual(t, req.deadline.Sub(req.sent), f.ceiling, "deadline within the ceiling")
-			require.False(t, f.hedgeAt(p, req).After(req.deadline))
-			require.Equal(t, askInFlight, p.asked[idx])
+			if _, owner := f.owners[idx][id]; !owner {
+				return fmt.Sprintf("chunk %d in flight at %s, which is not among its owners", idx, id)
+			}
+			switch {
+			case f.done[idx]:
+				return fmt.Sprintf("chunk %d fetched but in flight at %s", idx, id)
+			case !now.Before(req.deadline):
+				return fmt.Sprintf("chunk %d held by %s past its deadline", idx, id)
+			case req.deadline.Sub(req.sent) > f.ceiling:
+				return fmt.Sprintf("chunk %d at %s: deadline %v after sending, beyond the ceiling %v", idx, id,
+					req.deadline.Sub(req.sent), f.ceiling)
+			case f.hedgeAt(p, req).After(req.deadline):
+				return fmt.Sprintf("chunk %d at %s: hedge point after the deadline", idx, id)
+			case p.asked[idx] != askInFlight:
+				return fmt.Sprintf("chunk %d in flight at %s, asked state %d", idx, id, p.asked[idx])
+			}
 		}
 	}
 	total := 0
 	for idx, owners := range f.owners {
-		require.NotEmpty(t, owners)
-		require.LessOrEqual(t, len(owners), 2, "at most one hedge per chunk")
+		if len(owners) == 0 || len(owners) > 2 {
+			return fmt.Sprintf("chunk %d has %d owners (1, or 2 with a hedge)", idx, len(owners))
+		}
 		for id := range owners {
-			require.Contains(t, f.peers[id].inflight, idx)
+			p := f.peers[id]
+			if p == nil || p.inflight[idx] == nil {
+				return fmt.Sprintf("chunk %d owned by %s, which does not have it in flight", idx, id)
+			}
 		}
 		total += len(owners)
 	}
-	require.Equal(t, count, total)
+	if count != total {
+		return fmt.Sprintf("%d requests in flight at peers, %d owners", count, total)
+	}
 
 	// Liveness of the next chunk.
 	holders := f.owners[f.cursor]
 	if len(holders) != 1 {
-		return
+		return ""
 	}
 	for id := range holders {
 		if p := f.peers[id]; now.Before(f.hedgeAt(p, p.inflight[f.cursor])) {
-			return
+			return ""
 		}
 	}
 	for id, p := range f.peers {
@@ -297,8 +327,9 @@ func checkSchedInvariants(t testing.TB, f *fetchScheduler, now time.Time) {
 		if _, lacks := p.lacks[f.cursor]; lacks {
 			continue
 		}
-		t.Fatalf("chunk %d overdue at its only holder while %s could serve it", f.cursor, id)
+		return fmt.Sprintf("chunk %d overdue at its only holder while %s could serve it", f.cursor, id)
 	}
+	return ""
 }
 
 func TestFetchSchedulerDropsSilentPeers(t *testing.T) {
@@ -331,6 +362,11 @@ func TestFetchSchedulerDropsSilentPeers(t *testing.T) {
 	require.True(t, g.hasPeer("slow"))
 }
 
+// maxSchedOps is the most input bytes FuzzFetchScheduler reads: 256
+// operations, enough to fill four peers' windows and exhaust their
+// strikes many times over.
+const maxSchedOps = 512
+
 // FuzzFetchScheduler drives the scheduler with random deliveries, missings,
 // duplicates, unsolicited chunks, silences and disconnects, on a virtual
 // clock, and checks after every step that no chunk is held by one peer
@@ -342,8 +378,11 @@ func FuzzFetchScheduler(f *testing.F) {
 	f.Add(uint8(50), uint8(4), []byte{1, 1, 1, 3, 3, 3, 0, 0, 0, 2, 2, 5, 6, 7, 0, 0})
 	f.Add(uint8(3), uint8(1), []byte{4, 0, 4, 0, 4, 0, 6, 6, 6, 6})
 	f.Fuzz(func(t *testing.T, n, window uint8, ops []byte) {
-		if n == 0 || len(ops) > 4096 {
+		if n == 0 {
 			return
+		}
+		if len(ops) > maxSchedOps {
+			ops = ops[:maxSchedOps]
 		}
 		ceiling := 2 * time.Second
 		s := newFetchScheduler(uint32(n), int(window%8)+1, ceiling)
@@ -376,14 +415,18 @@ func FuzzFetchScheduler(f *testing.F) {
 			}
 			s.expire(now)
 			s.assign(now)
-			checkSchedInvariants(t, s, now)
+			if msg := schedViolation(s, now); msg != "" {
+				t.Fatal(msg)
+			}
 		}
 		// An honest peer joins; everyone else goes silent.
 		s.addPeer("honest")
 		for step := 0; step < 64*int(n)+64 && !s.complete(); step++ {
 			s.expire(now)
 			s.assign(now)
-			checkSchedInvariants(t, s, now)
+			if msg := schedViolation(s, now); msg != "" {
+				t.Fatal(msg)
+			}
 			delivered := false
 			for deliverOne(s, "honest", now, 1000) {
 				delivered = true
