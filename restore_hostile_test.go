@@ -96,18 +96,25 @@ func hostileTestNet(t *testing.T, server func(i int, app *kvapp.App)) *testNet {
 func holdApplyUntilPunished(t *testing.T, tn *testNet, i int) {
 	id := tn.servers[i].p2p.ID()
 	tn.fresh.app.OnApply(func(index uint32) {
-		if index != 1 {
-			return
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for tn.fresh.p2p.Switch.Peers().Has(id) && time.Now().Before(deadline) {
-			select {
-			case <-tn.fresh.p2p.Switch.Quit():
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
+		if index == 1 {
+			waitDisconnected(tn, id)
 		}
 	})
+}
+
+// waitDisconnected waits until peer id is no longer connected to the fresh
+// node, it stops, or 20 s pass; it reports whether the fresh node is still
+// running. It polls: the switch has no event for a peer's removal.
+func waitDisconnected(tn *testNet, id p2p.ID) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for tn.fresh.p2p.Switch.Peers().Has(id) && time.Now().Before(deadline) {
+		select {
+		case <-tn.fresh.p2p.Switch.Quit():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // holdHonestUntilPunished makes every server but i hold back each chunk
@@ -125,15 +132,9 @@ func holdHonestUntilPunished(t *testing.T, tn *testNet, i int) {
 			continue
 		}
 		misbehave(tn, j, func(_ p2p.ID, m *ssproto.ChunkResponse, send func(*ssproto.ChunkResponse)) {
-			deadline := time.Now().Add(20 * time.Second)
-			for m.Index >= 2 && tn.fresh.p2p.Switch.Peers().Has(id) && time.Now().Before(deadline) {
-				select {
-				case <-tn.fresh.p2p.Switch.Quit():
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
+			if m.Index < 2 || waitDisconnected(tn, id) {
+				send(m)
 			}
-			send(m)
 		})
 	}
 }
