@@ -106,10 +106,14 @@ type response struct {
 }
 
 type pendingRequest struct {
-	sink  chan<- response
-	timer *time.Timer
-	seq   uint64
-	sent  time.Time
+	sink chan<- response
+	// joined are the sinks of blocking callers that asked for the same key
+	// while it was pending (see wait): each gets its own copy of the
+	// outcome.
+	joined []chan<- response
+	timer  *time.Timer
+	seq    uint64
+	sent   time.Time
 }
 
 // peerRequests is the dispatcher's record of one peer.
@@ -274,11 +278,15 @@ func (d *dispatcher) start(key requestKey, timeout time.Duration, sink chan<- re
 	// close), that response stands.
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
-	if d.takeLocked(key, seq) != nil {
+	if req := d.takeLocked(key, seq); req != nil {
 		if p, ok := d.peers[key.peer]; ok {
 			p.asked--
 		}
-		return fmt.Errorf("%w: could not send %s", errPeerGone, key)
+		err := fmt.Errorf("%w: could not send %s", errPeerGone, key)
+		for _, sink := range req.joined { // callers that joined meanwhile
+			d.deliverLocked(key, sink, response{key: key, err: err})
+		}
+		return err
 	}
 	return nil
 }
@@ -301,17 +309,62 @@ func (d *dispatcher) takeLocked(key requestKey, seq uint64) *pendingRequest {
 	return req
 }
 
-// finishLocked ends a taken request by sending r to its sink.
+// finishLocked ends a taken request by sending r to its sink and to every
+// joined sink (each joined caller gets its own copy of a light block).
 func (d *dispatcher) finishLocked(key requestKey, req *pendingRequest, r response) {
 	r.key = key
 	r.rtt = time.Since(req.sent)
+	d.deliverLocked(key, req.sink, r)
+	for _, sink := range req.joined {
+		c := r
+		if r.lb != nil {
+			c.lb = copyLightBlock(r.lb)
+		}
+		d.deliverLocked(key, sink, c)
+	}
+}
+
+func (d *dispatcher) deliverLocked(key requestKey, sink chan<- response, r response) {
 	select {
-	case req.sink <- r:
+	case sink <- r:
 	default:
 		// The requester broke its contract (no room in its sink). Never
 		// block under the lock; the requester will not get this outcome.
 		d.logger.Error("Dropping a request outcome: the requester's sink is full", "request", key.String())
 	}
+}
+
+// copyLightBlock is a deep copy of a light block that passed ValidateBasic
+// (so its conversions cannot fail; if one did, lb itself is returned).
+func copyLightBlock(lb *types.LightBlock) *types.LightBlock {
+	pb, err := lb.ToProto()
+	if err != nil {
+		return lb
+	}
+	c, err := types.LightBlockFromProto(pb)
+	if err != nil {
+		return lb
+	}
+	return c
+}
+
+// join adds sink as a waiter on the request pending for key, if there is
+// one: sink then gets exactly one outcome, when that request ends (within
+// its timeout), unless cancel removes sink first. It reports whether sink
+// joined (false: nothing is pending for key; start a request instead).
+func (d *dispatcher) join(key requestKey, sink chan<- response) bool {
+	d.mtx.Lock()
+	defer d.mtx.Unlock()
+	p, ok := d.peers[key.peer]
+	if !ok || d.closed {
+		return false
+	}
+	req, ok := p.pending[key]
+	if !ok {
+		return false
+	}
+	req.joined = append(req.joined, sink)
+	return true
 }
 
 func (d *dispatcher) expire(key requestKey, seq uint64) {
@@ -338,19 +391,47 @@ func (d *dispatcher) cancel(key requestKey, sink chan<- response) bool {
 		return false
 	}
 	req, ok := p.pending[key]
-	if !ok || req.sink != sink {
+	if !ok {
 		return false
+	}
+	for i, j := range req.joined {
+		if j == sink {
+			req.joined = append(req.joined[:i:i], req.joined[i+1:]...)
+			return true
+		}
+	}
+	if req.sink != sink {
+		return false
+	}
+	if len(req.joined) > 0 {
+		// Others wait on it: the first of them takes it over.
+		req.sink, req.joined = req.joined[0], req.joined[1:]
+		return true
 	}
 	return d.takeLocked(key, req.seq) != nil
 }
 
 // wait is the blocking form of start: it returns the response, or
 // ctx.Err() when ctx ends first (the request is then cancelled). A
-// timeout <= 0 means the dispatcher's default.
+// timeout <= 0 means the dispatcher's default. A caller asking for what is
+// already pending (the light client checking a witness while the
+// cross-check polls the same peer for the same height) joins that request
+// rather than sending a second one; it then waits at most as long as that
+// request's timeout.
 func (d *dispatcher) wait(ctx context.Context, key requestKey, timeout time.Duration) (response, error) {
 	sink := make(chan response, 1)
-	if err := d.start(key, timeout, sink); err != nil {
-		return response{}, err
+	for attempt := 0; ; attempt++ {
+		err := d.start(key, timeout, sink)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errDuplicateRequest) || attempt >= 2 {
+			return response{}, err
+		}
+		if d.join(key, sink) {
+			break
+		}
+		// It ended between start and join: ask again.
 	}
 	select {
 	case r := <-sink:

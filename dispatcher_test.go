@@ -395,3 +395,65 @@ func TestDispatcherCancelLeavesAnotherCallersRequest(t *testing.T) {
 		t.Fatal("the second caller's request was lost")
 	}
 }
+
+// Two blocking callers ask one peer for one height at once (the light
+// client checking a witness while the cross-check polls it: found by
+// TestP2PProviderLiarOutvoted failing in CI, where the second caller got
+// "no response" and its honest vote was lost). The second joins the
+// pending request: one request goes out, both callers get the block, each
+// its own copy; a joined caller's cancel leaves the request to the other,
+// and a primary's cancel hands it over.
+func TestDispatcherWaitJoinsPendingRequest(t *testing.T) {
+	chain := testChain(t, chaingen.Options{Height: 6})
+	d, sent := newTestDispatcher(t)
+	key := requestKey{"a", kindLightBlock, 3}
+	ctx := context.Background()
+
+	type outcome struct {
+		r   response
+		err error
+	}
+	results := make(chan outcome, 2)
+	ask := func() { r, err := d.wait(ctx, key, time.Minute); results <- outcome{r, err} }
+	joinedCount := func() int {
+		d.mtx.Lock()
+		defer d.mtx.Unlock()
+		if req := d.peers["a"].pending[key]; req != nil {
+			return len(req.joined)
+		}
+		return -1
+	}
+	go ask()
+	require.Eventually(t, func() bool { return d.pending("a") == 1 }, 10*time.Second, time.Millisecond)
+	go ask()
+	require.Eventually(t, func() bool { return joinedCount() == 1 }, 10*time.Second, time.Millisecond,
+		"the second caller joins the pending request")
+	require.Equal(t, 1, d.pending("a"))
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	a, b := <-results, <-results
+	require.NoError(t, a.err)
+	require.NoError(t, b.err)
+	require.Equal(t, int64(3), a.r.lb.Height)
+	require.Equal(t, int64(3), b.r.lb.Height)
+	require.NotSame(t, a.r.lb, b.r.lb, "each caller owns its light block")
+	require.Len(t, sent.sent, 1, "one request went out")
+	<-sent.sent
+
+	// Cancels: a joined caller leaves; the primary hands over.
+	primary, other := make(chan response, 1), make(chan response, 1)
+	require.NoError(t, d.start(key, time.Minute, primary))
+	require.True(t, d.join(key, other))
+	require.True(t, d.cancel(key, primary), "the primary's cancel hands the request over")
+	require.Equal(t, 1, d.pending("a"))
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	require.Equal(t, int64(3), (<-other).lb.Height)
+	require.Empty(t, primary, "a cancelled caller gets nothing")
+
+	require.NoError(t, d.start(key, time.Minute, primary))
+	require.True(t, d.join(key, other))
+	require.True(t, d.cancel(key, other), "a joined caller's cancel")
+	require.NoError(t, d.handleLightBlockResponse("a", lbResponse(t, chain, 3)))
+	require.Equal(t, int64(3), (<-primary).lb.Height)
+	require.Empty(t, other)
+	require.False(t, d.join(key, other), "nothing pending: nothing to join")
+}

@@ -264,12 +264,15 @@ func FuzzBlockQueue(f *testing.F) {
 	})
 }
 
-// FuzzDispatcher starts, answers, cancels and removes requests at random.
-// Invariants: every started request ends exactly once (a response, or a
-// successful cancel); no record is left of a peer once removed.
+// FuzzDispatcher starts, joins, answers, cancels and removes requests at
+// random. Invariants: every started or joined request ends exactly once
+// for each caller (a response, or a successful cancel); no record is left
+// of a peer once removed.
 func FuzzDispatcher(f *testing.F) {
 	f.Add([]byte{0, 0, 1, 0, 1, 1, 2, 0, 3, 1})
 	f.Add([]byte{0, 1, 0, 2, 4, 1, 1, 2, 5, 0})
+	// Joins: answered, the primary cancelled (hand-over), the joiner cancelled.
+	f.Add([]byte{0, 0, 1, 6, 0, 1, 2, 0, 1, 0, 1, 2, 6, 1, 2, 4, 1, 2, 2, 1, 2, 0, 2, 3, 6, 2, 3, 7, 2, 3, 5, 2, 0})
 	// One validator: the dispatcher decodes every response, and its
 	// invariants do not depend on the block's size.
 	chain, err := chaingen.New(chaingen.Options{Height: 8, Validators: 1})
@@ -297,16 +300,31 @@ func FuzzDispatcher(f *testing.F) {
 		// Room for every response owed: a key is pending at most once
 		// (3 peers x 8 heights), and the sink is drained at every step.
 		sink := make(chan response, 3*8)
-		ended := map[requestKey]int{}
-		started := map[requestKey]int{}
+		// The second caller joins pending requests (as wait does); it may
+		// join one several times, and is owed one outcome per join.
+		sink2 := make(chan response, 3*8*300)
+		type owed struct {
+			key    requestKey
+			second bool
+		}
+		ended := map[owed]int{}
+		started := map[owed]int{}
+		drain := func() {
+			for len(sink) > 0 {
+				ended[owed{(<-sink).key, false}]++
+			}
+			for len(sink2) > 0 {
+				ended[owed{(<-sink2).key, true}]++
+			}
+		}
 		r := &opReader{prog}
 		for steps := 0; r.more() && steps < 300; steps++ {
-			op, id, h := r.byte()%6, peers[r.byte()%3], int64(r.byte()%8)+1
+			op, id, h := r.byte()%8, peers[r.byte()%3], int64(r.byte()%8)+1
 			key := requestKey{peer: id, kind: kindLightBlock, height: h}
 			switch op {
 			case 0, 1:
 				if d.start(key, time.Hour, sink) == nil {
-					started[key]++
+					started[owed{key, false}]++
 				}
 			case 2:
 				_ = d.handleLightBlockResponse(id, responses[h])
@@ -314,7 +332,15 @@ func FuzzDispatcher(f *testing.F) {
 				_ = d.handleLightBlockResponse(id, &ssproto.LightBlockResponse{})
 			case 4:
 				if d.cancel(key, sink) {
-					ended[key]++
+					ended[owed{key, false}]++
+				}
+			case 6:
+				if d.join(key, sink2) {
+					started[owed{key, true}]++
+				}
+			case 7:
+				if d.cancel(key, sink2) {
+					ended[owed{key, true}]++
 				}
 			case 5:
 				mtx.Lock()
@@ -331,22 +357,18 @@ func FuzzDispatcher(f *testing.F) {
 					}
 				}
 			}
-			for len(sink) > 0 {
-				ended[(<-sink).key]++
-			}
+			drain()
 		}
 		d.close()
-		for len(sink) > 0 {
-			ended[(<-sink).key]++
-		}
-		for key, n := range started {
-			if ended[key] != n {
-				t.Fatalf("%s started %d times, ended %d times", key, n, ended[key])
+		drain()
+		for o, n := range started {
+			if ended[o] != n {
+				t.Fatalf("%s (second caller: %t) started %d times, ended %d times", o.key, o.second, n, ended[o])
 			}
 		}
-		for key := range ended {
-			if started[key] == 0 {
-				t.Fatalf("%s ended without being started", key)
+		for o := range ended {
+			if started[o] == 0 {
+				t.Fatalf("%s (second caller: %t) ended without being started", o.key, o.second)
 			}
 		}
 	})
