@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,8 @@ type servingRun struct {
 type servingResult struct {
 	servingCase
 	ours, theirs servingRun
+	// rounds in order, each round one run of each server back to back
+	perRound [][2]servingRun
 }
 
 // pingDescriptor is the descriptor of the ping channel: like CometBFT's
@@ -206,6 +209,7 @@ func runServing(c servingCase, logger log.Logger) (res servingResult, err error)
 			return res, fmt.Errorf("CometBFT's: %w", err)
 		}
 		res.theirs.add(t)
+		res.perRound = append(res.perRound, [2]servingRun{o, t})
 	}
 	return res, nil
 }
@@ -405,6 +409,10 @@ func printServing(c config, rs []servingResult) {
 			verdict(percentile(r.ours.idle, 99), percentile(r.theirs.idle, 99)),
 			float64(percentile(r.ours.syncing, 99))/float64(percentile(r.theirs.syncing, 99)),
 			verdict(percentile(r.ours.syncing, 99), percentile(r.theirs.syncing, 99)))
+		if len(r.perRound) > 1 {
+			fmt.Println(roundRatios("idle", r.perRound, func(x servingRun) []time.Duration { return x.idle }))
+			fmt.Println(roundRatios("syncing", r.perRound, func(x servingRun) []time.Duration { return x.syncing }))
+		}
 	}
 	fmt.Printf("A ping every %v from the serving node, on a channel declared like CometBFT's consensus vote\n", pingEvery)
 	fmt.Println("channel (priority 7, send queue 100), to an idle peer and to a syncing peer; latency = queued to")
@@ -422,4 +430,36 @@ func printServing(c config, rs []servingResult) {
 		fmt.Println("process: CPU contention counts.")
 	}
 	fmt.Println()
+}
+
+// roundRatios lists the p99 ratio ours/theirs of each round (the two
+// servers' runs of a round are back to back, so they share the machine's
+// state), their median, and in how many rounds ours was at or below.
+func roundRatios(what string, rounds [][2]servingRun, lat func(servingRun) []time.Duration) string {
+	var ratios []float64
+	var parts []string
+	atOrBelow := 0
+	for _, rd := range rounds {
+		o, t := percentile(lat(rd[0]), 99), percentile(lat(rd[1]), 99)
+		if t <= 0 {
+			continue
+		}
+		x := float64(o) / float64(t)
+		ratios = append(ratios, x)
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+		if o <= t {
+			atOrBelow++
+		}
+	}
+	if len(ratios) == 0 {
+		return ""
+	}
+	sorted := append([]float64(nil), ratios...)
+	sort.Float64s(sorted)
+	med := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return fmt.Sprintf("Per round, %s peer p99 ours/theirs: %s; median %.2f; ours at or below in %d of %d rounds.",
+		what, strings.Join(parts, ", "), med, atOrBelow, len(ratios))
 }
