@@ -157,6 +157,10 @@ func (p *peerRequests) recentlyEnded(match func(requestKey) bool) bool {
 // (ErrUnsolicited). An honest peer never sends more responses than it was
 // sent requests: one that does is reported as misbehaving.
 //
+// At most one request per peer, kind and height is on the wire: start
+// refuses a second one (errDuplicateRequest), and a blocking caller (wait)
+// joins the pending one instead, getting its own copy of the outcome.
+//
 // A request can fail because the peer does not answer in time
 // (errRequestTimeout), disconnects or cannot be sent to (errPeerGone), or
 // the dispatcher is closed (ErrStopped).
