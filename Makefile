@@ -178,6 +178,6 @@ reliability:
 	  echo 'Command: `go run ./cmd/bench -only serving -serving-load restore -serving-rounds 8 -md`. Target: the p99 at or below the built-in reactor'"'"'s, for the idle and for the syncing peer.'; echo; \
 	  $(MAKE) -s reliability-serving; echo; \
 	  echo '## Fuzzing (`make reliability-fuzz`)'; echo; \
-	  $(MAKE) -s reliability-fuzz; } > RELIABILITY.md.tmp && mv RELIABILITY.md.tmp RELIABILITY.md
+	  $(MAKE) -s reliability-fuzz; } > RELIABILITY.md.tmp && cat -s RELIABILITY.md.tmp > RELIABILITY.md && rm RELIABILITY.md.tmp
 
 -include Makefile.proto
