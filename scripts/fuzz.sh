@@ -15,7 +15,10 @@ trap 'rm -f "$log"' EXIT
 "$go" test "$pkg" -fuzz "^${target}\$" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 result=PASS
-[ "$rc" -eq 0 ] || result=FAIL
+if [ "$rc" -ne 0 ]; then
+	# A failing input prints "--- FAIL"; an interrupted run (Ctrl-C) does not.
+	if grep -q -- '--- FAIL' "$log"; then result=FAIL; else result=stopped; fi
+fi
 last=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$log" | tail -n 1)
 execs=$(sed -E 's/.*execs: ([0-9]+).*/\1/' <<<"$last")
 elapsed=$(sed -E 's/^fuzz: elapsed: ([^,]+),.*/\1/' <<<"$last")
